@@ -1,0 +1,53 @@
+"""``eegfs``: the one console script. Each subcommand parses arguments and calls one library
+function; heavy imports happen inside the commands so ``eegfs --help`` stays fast.
+
+Command groups live in ``eegfs/commands/<area>.py`` and are attached at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from services.settings import load_settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Logging level for library messages.",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str) -> None:
+    """EEG feature store and experiment platform.
+
+    \b
+    Typical session on a fresh machine:
+      eegfs services up                       start Redis / MongoDB here if none is configured
+      eegfs demo-data --out data/demo         write EEG2025-like demo HDF5 files
+      eegfs features build --input data/demo/*.h5 --participants data/demo/participants.tsv
+      eegfs features apply && eegfs features materialize
+      eegfs features get --subject NDARAA000001
+      eegfs train --challenge 2 --data data/demo/challenge2_R*.h5
+      eegfs runs list
+
+    Settings come from the environment or a .env file: REDIS_URL, MONGO_URI, MONGO_DB,
+    EEGFS_DATA_DIR (default data/), EEGFS_FEATURE_REPO (default feature_repo/).
+    Run `eegfs doctor` when something does not work.
+    """
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = load_settings()
+
+
+def main() -> None:
+    cli(prog_name="eegfs")
+
+
+# --- command groups (one module each) -----------------------------------------------------------
+from eegfs.commands import services as _services  # noqa: E402
+
+_services.register(cli)

@@ -1,0 +1,104 @@
+"""Clients for Redis and MongoDB with short timeouts, and address helpers.
+
+pymongo waits 30 s for a server by default and redis-py has no socket timeout: a hung server
+would stall training. Every client the project makes comes from here, with explicit timeouts.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+
+import pymongo
+import redis
+
+DEFAULT_REDIS_TIMEOUT_S = 2.0
+DEFAULT_MONGO_TIMEOUT_MS = 2000
+
+
+class ServiceError(Exception):
+    """Root error of the ``services`` package."""
+
+
+def redis_client(url: str, *, timeout_s: float = DEFAULT_REDIS_TIMEOUT_S, **kwargs) -> redis.Redis:
+    """A redis-py client for ``url`` whose connects and socket reads give up after ``timeout_s``."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        **kwargs,
+    )
+
+
+def mongo_client(
+    uri: str, *, timeout_ms: int = DEFAULT_MONGO_TIMEOUT_MS, **kwargs
+) -> pymongo.MongoClient:
+    """A pymongo client for ``uri`` with short server-selection, connect and socket timeouts."""
+    options = {
+        "serverSelectionTimeoutMS": timeout_ms,
+        "connectTimeoutMS": timeout_ms,
+        "socketTimeoutMS": max(timeout_ms * 5, 10_000),
+        "tz_aware": True,
+    }
+    options.update(kwargs)
+    return pymongo.MongoClient(uri, **options)
+
+
+def mask_uri(uri: str) -> str:
+    """``uri`` with any password replaced by ``***`` (safe to print or log)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable address>"
+    if parts.password is None:
+        return uri
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redis_host_port_db(url: str) -> tuple[str, int, int]:
+    """Host, port and database number of a ``redis://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ServiceError(
+            f"REDIS_URL must start with redis:// or rediss://, got {mask_uri(url)!r}; "
+            "example: redis://localhost:6379/0"
+        )
+    db = 0
+    path = parts.path.lstrip("/")
+    if path:
+        if not path.isdigit():
+            raise ServiceError(f"REDIS_URL database must be a number, got {path!r} in {mask_uri(url)!r}")
+        db = int(path)
+    query_db = parse_qs(parts.query).get("db")
+    if query_db:
+        db = int(query_db[0])
+    return parts.hostname or "localhost", parts.port or 6379, db
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    """``url`` pointing at database number ``db`` instead of its own."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def feast_redis_connection_string(url: str) -> str:
+    """Feast's Redis ``connection_string`` (``host:port,db=N[,password=..][,ssl=true]``) for ``url``.
+
+    Feast does not take a URL; this is the only place that converts one into the other.
+    """
+    host, port, db = redis_host_port_db(url)
+    parts = urlsplit(url)
+    fields = [f"{host}:{port}", f"db={db}"]
+    if parts.username and parts.username != "default":
+        fields.append(f"username={unquote(parts.username)}")
+    if parts.password:
+        fields.append(f"password={unquote(parts.password)}")
+    if parts.scheme == "rediss":
+        fields.append("ssl=true")
+    return ",".join(fields)

@@ -1,0 +1,157 @@
+"""``eegfs services up|down|status``: use the configured servers, or run local ones.
+
+For each service: a configured server (environment or ``.env``) is used as it is; with none
+configured, a server already answering on the default address is used; otherwise a local one is
+started on the default port with its data, log and a state file (pid, address) under
+``<data_dir>/services/``. ``down`` stops only what ``up`` started, identified by the state file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from services.connections import ServiceError, mask_uri
+from services.local import (
+    LocalServer,
+    is_same_process,
+    ping_mongo,
+    ping_redis,
+    start_mongo,
+    start_redis,
+    stop_process,
+)
+from services.settings import DEFAULT_MONGO_URI, DEFAULT_REDIS_URL, Settings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # also the state file's stem
+    label: str
+    default_uri: str
+    env_key: str
+    ping: Callable[[str], str | None]
+    start: Callable[[int, Path], LocalServer]
+
+
+SPECS = (
+    ServiceSpec("redis", "Redis", DEFAULT_REDIS_URL, "REDIS_URL", ping_redis, start_redis),
+    ServiceSpec("mongodb", "MongoDB", DEFAULT_MONGO_URI, "MONGO_URI", ping_mongo, start_mongo),
+)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    uri: str  # password masked
+    origin: str  # configured | already running | started here | not running
+    answering: bool
+    version: str | None = None
+    pid: int | None = None
+    note: str = ""
+
+
+def _state_path(settings: Settings, name: str) -> Path:
+    return settings.services_dir / f"{name}.json"
+
+
+def _read_state(settings: Settings, name: str) -> dict | None:
+    try:
+        return json.loads(_state_path(settings, name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_state(settings: Settings, server: LocalServer) -> None:
+    path = _state_path(settings, server.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        json.dump(server.to_state(), tmp, indent=2)
+    os.replace(tmp.name, path)
+
+
+def _configured_uri(settings: Settings, spec: ServiceSpec) -> str | None:
+    if spec.name == "redis":
+        return settings.redis_url if settings.redis_source == "configured" else None
+    return settings.mongo_uri if settings.mongo_source == "configured" else None
+
+
+def _live_state(settings: Settings, spec: ServiceSpec) -> dict | None:
+    """The state file of a server started here whose process is still the one recorded."""
+    state = _read_state(settings, spec.name)
+    if state is None:
+        return None
+    if is_same_process(int(state.get("pid", -1)), state.get("create_time")):
+        return state
+    _state_path(settings, spec.name).unlink(missing_ok=True)  # stale: the process is gone
+    return None
+
+
+def service_status(settings: Settings, spec: ServiceSpec) -> ServiceStatus:
+    configured = _configured_uri(settings, spec)
+    if configured is not None:
+        version = spec.ping(configured)
+        note = "" if version else f"configured {spec.env_key} does not answer"
+        return ServiceStatus(spec.name, mask_uri(configured), "configured", bool(version), version, note=note)
+    state = _live_state(settings, spec)
+    if state is not None:
+        version = spec.ping(state["uri"])
+        return ServiceStatus(
+            spec.name, mask_uri(state["uri"]), "started here", bool(version), version, state["pid"],
+            note=f"data and log in {state['data_dir']}",
+        )
+    version = spec.ping(spec.default_uri)
+    origin = "already running" if version else "not running"
+    note = "" if version else "run `eegfs services up` to start a local one"
+    return ServiceStatus(spec.name, mask_uri(spec.default_uri), origin, bool(version), version, note=note)
+
+
+def services_status(settings: Settings) -> list[ServiceStatus]:
+    """Status of every service, without changing anything."""
+    return [service_status(settings, spec) for spec in SPECS]
+
+
+def services_up(settings: Settings) -> list[ServiceStatus]:
+    """Make every service answer, starting local servers where none is configured or running.
+
+    Raises :class:`ServiceError` when a configured server does not answer (nothing is started in
+    its place: the configuration says which server to use) or a local one cannot start.
+    """
+    results = []
+    for spec in SPECS:
+        status = service_status(settings, spec)
+        if status.answering:
+            results.append(status)
+            continue
+        if status.origin == "configured":
+            raise ServiceError(
+                f"{spec.label} at {status.uri} ({spec.env_key}) does not answer: start that "
+                f"server, or unset {spec.env_key} to let `eegfs services up` run a local one"
+            )
+        port = urlsplit(spec.default_uri).port
+        assert port is not None  # the defaults carry explicit ports
+        server = spec.start(port, settings.services_dir / spec.name)
+        _write_state(settings, server)
+        results.append(service_status(settings, spec))
+    return results
+
+
+def services_down(settings: Settings) -> list[str]:
+    """Stop the servers that ``services_up`` started here; wait until each has exited."""
+    stopped = []
+    for spec in SPECS:
+        state = _live_state(settings, spec)
+        if state is None:
+            continue
+        stop_process(int(state["pid"]))
+        _state_path(settings, spec.name).unlink(missing_ok=True)
+        stopped.append(f"{spec.label} (pid {state['pid']}, {mask_uri(state['uri'])})")
+    return stopped
+
+
+__all__ = ["ServiceError", "ServiceStatus", "services_down", "services_status", "services_up"]

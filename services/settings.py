@@ -1,0 +1,125 @@
+"""The one place where settings are read from the environment and ``.env``.
+
+Every other module receives a :class:`Settings` (or plain values taken from it) as an argument;
+nothing else reads ``os.environ`` for these keys.
+
+Resolution order for each value: process environment, then ``.env`` in the working directory,
+then (for the server addresses only) the state file of a server that ``eegfs services up``
+started here, then the built-in default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_MONGO_URI = "mongodb://localhost:27017/"
+DEFAULT_MONGO_DB = "eeg2025"
+DEFAULT_DATA_DIR = "data"
+DEFAULT_FEATURE_REPO = "feature_repo"
+
+#: Environment variables read by :func:`load_settings` (documented in README and .env.example).
+ENV_KEYS = ("REDIS_URL", "MONGO_URI", "MONGO_DB", "EEGFS_DATA_DIR", "EEGFS_FEATURE_REPO")
+
+Source = Literal["configured", "started here", "default"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Immutable settings for one process.
+
+    ``redis_source``/``mongo_source`` say where the address came from: ``configured`` (environment
+    or ``.env``), ``started here`` (a local server started by ``eegfs services up``) or
+    ``default`` (the built-in address, which may or may not answer).
+    """
+
+    redis_url: str = DEFAULT_REDIS_URL
+    mongo_uri: str = DEFAULT_MONGO_URI
+    mongo_db: str = DEFAULT_MONGO_DB
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    feature_repo: Path = Path(DEFAULT_FEATURE_REPO)
+    redis_source: Source = "default"
+    mongo_source: Source = "default"
+
+    @property
+    def services_dir(self) -> Path:
+        """Data, logs and pid files of the local servers started by ``eegfs services up``."""
+        return self.data_dir / "services"
+
+    @property
+    def features_dir(self) -> Path:
+        """Parquet feature tables (the offline store)."""
+        return self.data_dir / "features"
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.data_dir / "demo"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields replaced (tests use it to point at their own servers)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _read_state_uri(services_dir: Path, name: str) -> str | None:
+    """Address of a local server that ``eegfs services up`` started and that is still recorded."""
+    path = services_dir / f"{name}.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    uri = state.get("uri")
+    return uri if isinstance(uri, str) and uri else None
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    dotenv_path: str | os.PathLike[str] | None = ".env",
+) -> Settings:
+    """Build the settings from ``env`` (default: ``os.environ``) layered over ``.env``.
+
+    Parameters
+    ----------
+    env:
+        Mapping to read instead of the process environment (tests pass their own).
+    dotenv_path:
+        ``.env`` file to read under the environment; ``None`` skips it. A missing file is fine.
+    """
+    environ = os.environ if env is None else env
+    values: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    values.update({k: environ[k] for k in ENV_KEYS if environ.get(k)})
+
+    data_dir = Path(values.get("EEGFS_DATA_DIR", DEFAULT_DATA_DIR))
+    services_dir = data_dir / "services"
+
+    redis_url, redis_source = _resolve("REDIS_URL", values, services_dir, "redis", DEFAULT_REDIS_URL)
+    mongo_uri, mongo_source = _resolve("MONGO_URI", values, services_dir, "mongodb", DEFAULT_MONGO_URI)
+    return Settings(
+        redis_url=redis_url,
+        mongo_uri=mongo_uri,
+        mongo_db=values.get("MONGO_DB", DEFAULT_MONGO_DB),
+        data_dir=data_dir,
+        feature_repo=Path(values.get("EEGFS_FEATURE_REPO", DEFAULT_FEATURE_REPO)),
+        redis_source=redis_source,
+        mongo_source=mongo_source,
+    )
+
+
+def _resolve(
+    key: str, values: Mapping[str, str], services_dir: Path, state_name: str, default: str
+) -> tuple[str, Source]:
+    if key in values:
+        return values[key], "configured"
+    started = _read_state_uri(services_dir, state_name)
+    if started is not None:
+        return started, "started here"
+    return default, "default"
