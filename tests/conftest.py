@@ -148,3 +148,18 @@ def start_local_mongo(tmp_path) -> Iterator:
     yield start
     for server in started:
         stop_process(server.pid)
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory):
+    """A small EEG2025-like demo dataset (both layouts, two releases), written once per session."""
+    from pipelines.demo_data import write_demo_data
+
+    return write_demo_data(
+        tmp_path_factory.mktemp("demo"),
+        seed=7,
+        subjects_per_release=6,
+        c2_windows_per_subject=6,
+        c1_windows_per_subject=8,
+        progress=False,
+    )
