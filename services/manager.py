@@ -14,7 +14,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from services.connections import ServiceError, mask_uri
 from services.local import (
@@ -26,23 +25,29 @@ from services.local import (
     start_redis,
     stop_process,
 )
-from services.settings import DEFAULT_MONGO_URI, DEFAULT_REDIS_URL, Settings
+from services.settings import Settings
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str  # also the state file's stem
     label: str
-    default_uri: str
     env_key: str
     ping: Callable[[str], str | None]
     start: Callable[[int, Path], LocalServer]
 
 
 SPECS = (
-    ServiceSpec("redis", "Redis", DEFAULT_REDIS_URL, "REDIS_URL", ping_redis, start_redis),
-    ServiceSpec("mongodb", "MongoDB", DEFAULT_MONGO_URI, "MONGO_URI", ping_mongo, start_mongo),
+    ServiceSpec("redis", "Redis", "REDIS_URL", ping_redis, start_redis),
+    ServiceSpec("mongodb", "MongoDB", "MONGO_URI", ping_mongo, start_mongo),
 )
+
+
+def _default(settings: Settings, spec: ServiceSpec) -> tuple[str, int]:
+    """Default address of a service and the port a local server for it listens on."""
+    if spec.name == "redis":
+        return settings.default_redis_url, settings.local_redis_port
+    return settings.default_mongo_uri, settings.local_mongo_port
 
 
 @dataclass(frozen=True)
@@ -105,10 +110,11 @@ def service_status(settings: Settings, spec: ServiceSpec) -> ServiceStatus:
             spec.name, mask_uri(state["uri"]), "started here", bool(version), version, state["pid"],
             note=f"data and log in {state['data_dir']}",
         )
-    version = spec.ping(spec.default_uri)
+    default_uri, _ = _default(settings, spec)
+    version = spec.ping(default_uri)
     origin = "already running" if version else "not running"
     note = "" if version else "run `eegfs services up` to start a local one"
-    return ServiceStatus(spec.name, mask_uri(spec.default_uri), origin, bool(version), version, note=note)
+    return ServiceStatus(spec.name, mask_uri(default_uri), origin, bool(version), version, note=note)
 
 
 def services_status(settings: Settings) -> list[ServiceStatus]:
@@ -133,8 +139,7 @@ def services_up(settings: Settings) -> list[ServiceStatus]:
                 f"{spec.label} at {status.uri} ({spec.env_key}) does not answer: start that "
                 f"server, or unset {spec.env_key} to let `eegfs services up` run a local one"
             )
-        port = urlsplit(spec.default_uri).port
-        assert port is not None  # the defaults carry explicit ports
+        _, port = _default(settings, spec)
         server = spec.start(port, settings.services_dir / spec.name)
         _write_state(settings, server)
         results.append(service_status(settings, spec))

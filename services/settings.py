@@ -19,14 +19,24 @@ from typing import Literal
 
 from dotenv import dotenv_values
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-DEFAULT_MONGO_URI = "mongodb://localhost:27017/"
+DEFAULT_REDIS_PORT = 6379
+DEFAULT_MONGO_PORT = 27017
+DEFAULT_REDIS_URL = f"redis://localhost:{DEFAULT_REDIS_PORT}/0"
+DEFAULT_MONGO_URI = f"mongodb://localhost:{DEFAULT_MONGO_PORT}/"
 DEFAULT_MONGO_DB = "eeg2025"
 DEFAULT_DATA_DIR = "data"
 DEFAULT_FEATURE_REPO = "feature_repo"
 
 #: Environment variables read by :func:`load_settings` (documented in README and .env.example).
-ENV_KEYS = ("REDIS_URL", "MONGO_URI", "MONGO_DB", "EEGFS_DATA_DIR", "EEGFS_FEATURE_REPO")
+ENV_KEYS = (
+    "REDIS_URL",
+    "MONGO_URI",
+    "MONGO_DB",
+    "EEGFS_DATA_DIR",
+    "EEGFS_FEATURE_REPO",
+    "EEGFS_REDIS_PORT",
+    "EEGFS_MONGO_PORT",
+)
 
 Source = Literal["configured", "started here", "default"]
 
@@ -47,6 +57,17 @@ class Settings:
     feature_repo: Path = Path(DEFAULT_FEATURE_REPO)
     redis_source: Source = "default"
     mongo_source: Source = "default"
+    #: Port of the default address, and of a local server that ``eegfs services up`` starts.
+    local_redis_port: int = DEFAULT_REDIS_PORT
+    local_mongo_port: int = DEFAULT_MONGO_PORT
+
+    @property
+    def default_redis_url(self) -> str:
+        return f"redis://localhost:{self.local_redis_port}/0"
+
+    @property
+    def default_mongo_uri(self) -> str:
+        return f"mongodb://localhost:{self.local_mongo_port}/"
 
     @property
     def services_dir(self) -> Path:
@@ -101,8 +122,14 @@ def load_settings(
     data_dir = Path(values.get("EEGFS_DATA_DIR", DEFAULT_DATA_DIR))
     services_dir = data_dir / "services"
 
-    redis_url, redis_source = _resolve("REDIS_URL", values, services_dir, "redis", DEFAULT_REDIS_URL)
-    mongo_uri, mongo_source = _resolve("MONGO_URI", values, services_dir, "mongodb", DEFAULT_MONGO_URI)
+    redis_port = _port(values, "EEGFS_REDIS_PORT", DEFAULT_REDIS_PORT)
+    mongo_port = _port(values, "EEGFS_MONGO_PORT", DEFAULT_MONGO_PORT)
+    redis_url, redis_source = _resolve(
+        "REDIS_URL", values, services_dir, "redis", f"redis://localhost:{redis_port}/0"
+    )
+    mongo_uri, mongo_source = _resolve(
+        "MONGO_URI", values, services_dir, "mongodb", f"mongodb://localhost:{mongo_port}/"
+    )
     return Settings(
         redis_url=redis_url,
         mongo_uri=mongo_uri,
@@ -111,7 +138,22 @@ def load_settings(
         feature_repo=Path(values.get("EEGFS_FEATURE_REPO", DEFAULT_FEATURE_REPO)),
         redis_source=redis_source,
         mongo_source=mongo_source,
+        local_redis_port=redis_port,
+        local_mongo_port=mongo_port,
     )
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _port(values: Mapping[str, str], key: str, default: int) -> int:
+    raw = values.get(key)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SettingsError(f"{key} must be a TCP port number (1-65535), got {raw!r}")
+    return int(raw)
 
 
 def _resolve(

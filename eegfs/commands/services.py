@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from services.settings import Settings
@@ -17,7 +19,8 @@ def _print_status(statuses) -> None:
             s.name, s.uri, s.origin, s.version or "-",
             "[green]yes[/green]" if s.answering else "[red]no[/red]", s.note,
         )  # fmt: skip
-    Console().print(table)
+    # Not a terminal (CI logs, pipes): rich would wrap at 80 columns; keep rows on one line.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @click.group()
@@ -63,13 +66,26 @@ def status(settings: Settings) -> None:
     _print_status(services_status(settings))
 
 
+def _feast_repo_check(settings: Settings) -> str:
+    from pipelines.feature_store import check_feature_repo
+
+    return check_feature_repo(settings)
+
+
 @click.command()
 @click.pass_obj
 def doctor(settings: Settings) -> None:
-    """Check what a run needs; one line per check, with a fix for each failure. Exits 1 on any."""
-    from eegfs.checks import run_doctor
+    """Check what a run needs: packages, Redis, MongoDB, data directory, Feast repository.
 
-    if not run_doctor(settings):
+    Prints one line per check, with a fix for each failure; exits 1 when any check fails.
+    """
+    from services.doctor import BASE_CHECKS, run_checks
+
+    results = run_checks(settings, (*BASE_CHECKS, ("feast repo", _feast_repo_check)))
+    for r in results:
+        line = f"[{'ok' if r.ok else 'FAIL':>4}] {r.name:<10} {r.detail}"
+        click.echo(line if r.ok else f"{line}\n       fix: {r.fix}")
+    if not all(r.ok for r in results):
         raise SystemExit(1)
 
 

