@@ -51,3 +51,6 @@ def main() -> None:
 from eegfs.commands import services as _services  # noqa: E402
 
 _services.register(cli)
+from eegfs.commands import demo as _demo  # noqa: E402
+
+_demo.register(cli)
