@@ -1,0 +1,223 @@
+"""Write operations of the tracker, as plain records that can be spooled and replayed.
+
+Every tracker write is a dict ``{"op": kind, "db": database, ...}`` built in the caller's thread
+(client-generated ObjectIds, timestamps taken at call time) and applied later by the background
+writer, or replayed from a spool file. Each kind is idempotent, so applying a prefix of a
+sequence twice and then the rest gives the same documents as applying it once:
+
+``create``      ``$setOnInsert`` of the experiment document under its client-made ``_id``
+``update``      ``$set`` / ``$max`` / ``$addToSet`` on one experiment
+``epoch``       upsert on the unique (experiment_id, epoch) key: the latest values win
+``metrics``     ``$push`` of one batch into a bounded bucket, guarded by the batch id
+``checkpoint``  upsert by ``_id``; ``is_best`` switched in a transaction; optional GridFS upload
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import gridfs
+from bson import ObjectId
+from pymongo.database import Database
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
+
+from tracking.schema import CHECKPOINTS, EPOCHS, EXPERIMENTS, GRIDFS_BUCKET, METRICS
+
+log = logging.getLogger(__name__)
+
+OP_KINDS = ("create", "update", "epoch", "metrics", "checkpoint")
+
+# Server error codes that mean "try again later", not "this write is wrong".
+_TRANSIENT_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+_NO_TRANSACTIONS_CODES = frozenset({20, 263})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors after which the same write should be retried once the server answers."""
+    if isinstance(exc, ConnectionFailure):
+        return True
+    if isinstance(exc, PyMongoError) and (
+        exc.has_error_label("RetryableWriteError")
+        or exc.has_error_label("TransientTransactionError")
+    ):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in _TRANSIENT_CODES
+
+
+class OpApplier:
+    """Applies op records to one MongoDB client (any database named in the records)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self._transactions: bool | None = None  # unknown until first tried
+
+    def apply(self, op: dict[str, Any]) -> None:
+        """Apply one op record idempotently; errors propagate (see :func:`is_transient`)."""
+        db = self.client[op["db"]]
+        kind = op["op"]
+        if kind == "create":
+            doc = op["doc"]
+            db[EXPERIMENTS].update_one(
+                {"_id": doc["_id"]}, {"$setOnInsert": _without_id(doc)}, upsert=True
+            )
+        elif kind == "update":
+            db[EXPERIMENTS].update_one({"_id": op["id"]}, op["update"])
+        elif kind == "epoch":
+            self._apply_epoch(db, op)
+        elif kind == "metrics":
+            self._apply_metrics(db, op)
+        elif kind == "checkpoint":
+            self._apply_checkpoint(db, op)
+        else:
+            raise ValueError(f"unknown tracking op {kind!r}; expected one of {OP_KINDS}")
+
+    # --- epochs -------------------------------------------------------------------------------
+    @staticmethod
+    def _apply_epoch(db: Database, op: dict[str, Any]) -> None:
+        exp_id, epoch, at = op["experiment_id"], op["epoch"], op["at"]
+        update = {
+            "$set": {"metrics": op["metrics"], "logged_at": at, "host": op.get("host")},
+            "$setOnInsert": {"_id": op["id"], "experiment_id": exp_id, "epoch": epoch},
+        }
+        # Two concurrent upserts on one unique key: one inserts, the other gets a duplicate key
+        # error and, retried, becomes an update. Retrying is safe because $set is idempotent.
+        for attempt in range(3):
+            try:
+                db[EPOCHS].update_one(
+                    {"experiment_id": exp_id, "epoch": epoch}, update, upsert=True
+                )
+                break
+            except DuplicateKeyError:
+                if attempt == 2:
+                    raise
+        db[EXPERIMENTS].update_one(
+            {"_id": exp_id, "last_epoch": {"$not": {"$gt": epoch}}},
+            {"$set": {"last_epoch": epoch, "last_metrics": op["metrics"]}},
+        )
+        db[EXPERIMENTS].update_one({"_id": exp_id}, {"$max": {"heartbeat": at}})
+
+    # --- step metrics -------------------------------------------------------------------------
+    @staticmethod
+    def _apply_metrics(db: Database, op: dict[str, Any]) -> None:
+        points = op["points"]
+        # A DuplicateKeyError means the bucket exists and already holds this batch: the filter
+        # did not match, so the upsert tried to insert a second document with the same _id.
+        with contextlib.suppress(DuplicateKeyError):
+            db[METRICS].update_one(
+                {"_id": op["bucket_id"], "batch_ids": {"$ne": op["batch_id"]}},
+                {
+                    "$push": {"points": {"$each": points}, "batch_ids": op["batch_id"]},
+                    "$inc": {"n": len(points)},
+                    "$min": {"first_step": op["first_step"]},
+                    "$max": {"last_step": op["last_step"]},
+                    "$setOnInsert": {"experiment_id": op["experiment_id"]},
+                },
+                upsert=True,
+            )
+        if op.get("heartbeat") is not None:
+            db[EXPERIMENTS].update_one(
+                {"_id": op["experiment_id"]}, {"$max": {"heartbeat": op["heartbeat"]}}
+            )
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def _apply_checkpoint(self, db: Database, op: dict[str, Any]) -> None:
+        doc = dict(op["doc"])
+        is_best = bool(doc.pop("is_best", False))
+        ckpt_id, exp_id = doc["_id"], doc["experiment_id"]
+        best_summary = {"id": ckpt_id, "epoch": doc.get("epoch"), "metrics": doc.get("metrics")}
+
+        def write(session=None) -> None:
+            db[CHECKPOINTS].update_one(
+                {"_id": ckpt_id},
+                {"$setOnInsert": {**_without_id(doc), "is_best": False}},
+                upsert=True,
+                session=session,
+            )
+            if is_best:
+                db[CHECKPOINTS].update_many(
+                    {"experiment_id": exp_id, "is_best": True, "_id": {"$ne": ckpt_id}},
+                    {"$set": {"is_best": False}},
+                    session=session,
+                )
+                db[CHECKPOINTS].update_one(
+                    {"_id": ckpt_id}, {"$set": {"is_best": True}}, session=session
+                )
+                db[EXPERIMENTS].update_one(
+                    {"_id": exp_id}, {"$set": {"best_checkpoint": best_summary}}, session=session
+                )
+
+        if is_best:
+            self._in_transaction(write)
+        else:
+            write()
+        if doc.get("gridfs_id") is not None:
+            self._upload(db, doc, op.get("blob"))
+
+    def _in_transaction(self, write) -> None:
+        """Run ``write(session)`` in a transaction (retried on conflicts) where supported."""
+        if self._transactions is not False:
+            try:
+                with self.client.start_session() as session:
+                    session.with_transaction(write)
+                self._transactions = True
+                return
+            except OperationFailure as exc:
+                if exc.code not in _NO_TRANSACTIONS_CODES:
+                    raise
+                # A standalone server: no transactions. Unset-then-set keeps the unique index
+                # satisfied (never two bests), at the cost of a moment with none.
+                log.info(
+                    "MongoDB has no transactions here; switching best checkpoints in two writes"
+                )
+                self._transactions = False
+        write(None)
+
+    @staticmethod
+    def _upload(db: Database, doc: dict[str, Any], blob: str | None) -> None:
+        file_id = doc["gridfs_id"]
+        files = db[f"{GRIDFS_BUCKET}.files"]
+        if files.find_one({"_id": file_id}, {"_id": 1}) is not None:
+            status = "uploaded"
+        elif blob is None or not Path(blob).is_file():
+            status = "missing: the snapshot taken for upload is gone"
+        else:
+            # A crash during an earlier upload leaves chunks without a files document.
+            db[f"{GRIDFS_BUCKET}.chunks"].delete_many({"files_id": file_id})
+            digest = hashlib.sha256()
+            bucket = gridfs.GridFSBucket(db, bucket_name=GRIDFS_BUCKET)
+            with open(blob, "rb") as src, bucket.open_upload_stream_with_id(
+                file_id,
+                Path(doc["path"]).name,
+                metadata={"kind": "checkpoint", "sha256": doc["sha256"],
+                          "experiment_id": doc["experiment_id"], "checkpoint_id": doc["_id"]},
+            ) as dst:  # fmt: skip
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    dst.write(chunk)
+            status = "uploaded"
+            if digest.hexdigest() != doc["sha256"]:
+                gridfs.GridFSBucket(db, bucket_name=GRIDFS_BUCKET).delete(file_id)
+                status = f"failed: snapshot sha256 {digest.hexdigest()} != recorded {doc['sha256']}"
+        db[CHECKPOINTS].update_one({"_id": doc["_id"]}, {"$set": {"upload_status": status}})
+        if blob is not None and status == "uploaded":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(blob)
+
+
+def _without_id(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "_id"}
+
+
+def new_id() -> ObjectId:
+    """A client-generated ObjectId (unique across processes and machines)."""
+    return ObjectId()

@@ -1,0 +1,237 @@
+"""The background writer: applies tracker ops in order, spools them while MongoDB is away.
+
+Callers only put op records on an in-memory queue, so a tracking call never waits for the
+network. One daemon thread takes the records in order and either applies them (server
+answering) or appends them to the fsynced spool (server away, or older records still spooled,
+which keeps the order). While offline it retries with exponential backoff; once a ping
+succeeds it replays the spool from the start (every op is idempotent, so a replay interrupted
+by a second outage is simply repeated), deletes it and goes back online.
+
+A write the server rejects for good (not a connection problem) is logged, counted and written
+to ``<spool_dir>/rejected-<pid>.jsonl`` instead of blocking the writes behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymongo
+
+from tracking.ops import OpApplier, is_transient
+from tracking.spool import SpoolFile, encode
+
+log = logging.getLogger(__name__)
+
+#: Records taken from the queue per round (one fsync per round while offline).
+MAX_BATCH = 500
+
+
+@dataclass
+class _Barrier:
+    done: threading.Event = field(default_factory=threading.Event)
+    synced: bool = False
+
+
+class _Stop:
+    pass
+
+
+class Writer:
+    """Background thread applying op records to MongoDB, with a spool fallback.
+
+    Parameters
+    ----------
+    client:
+        pymongo client (short timeouts).
+    spool:
+        Spool file for this process.
+    on_connect:
+        Called (in the writer thread) the first time the server answers, e.g. to create indexes.
+    retry_s, max_retry_s:
+        First and largest wait between reconnection attempts while offline, seconds.
+    ping_timeout_s:
+        Limit of one reconnection ping, seconds.
+    """
+
+    def __init__(
+        self,
+        client: pymongo.MongoClient,
+        spool: SpoolFile,
+        *,
+        on_connect: Callable[[], None] | None = None,
+        retry_s: float = 0.25,
+        max_retry_s: float = 5.0,
+        ping_timeout_s: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.spool = spool
+        self.applier = OpApplier(client)
+        self._on_connect = on_connect
+        self._connected_once = False
+        self._retry_s = retry_s
+        self._max_retry_s = max_retry_s
+        self._ping_timeout_s = ping_timeout_s
+        self._backoff = retry_s
+        self._next_retry = 0.0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.online = False  # becomes True after the first successful connection
+        self.applied = 0
+        self.spooled = 0
+        self.rejected = 0
+        self.last_error: str | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="eegfs-tracking-writer", daemon=True)
+        self._thread.start()
+
+    # --- caller side --------------------------------------------------------------------------
+    def submit(self, op: dict[str, Any]) -> None:
+        """Queue one op record (returns at once)."""
+        if self._stopped.is_set():
+            raise RuntimeError("the tracking writer is stopped")
+        self._queue.put(op)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every op queued so far is applied or spooled.
+
+        Returns True when all of them reached MongoDB (nothing left in the spool).
+        """
+        if not self._thread.is_alive():
+            return self.online and self.spool.count == 0
+        barrier = _Barrier()
+        self._queue.put(barrier)
+        barrier.done.wait(timeout_s)
+        return barrier.done.is_set() and barrier.synced
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Apply or spool what is queued, try a last replay, close the spool; True if synced."""
+        if not self._thread.is_alive():
+            return self.online and self.spool.count == 0
+        barrier = _Barrier()
+        self._queue.put(barrier)
+        self._queue.put(_Stop())
+        self._stopped.set()
+        barrier.done.wait(timeout_s)
+        self._thread.join(timeout_s)
+        return barrier.synced
+
+    @property
+    def pending_in_spool(self) -> int:
+        return self.spool.count
+
+    # --- writer thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        self._try_connect()
+        stopping = False
+        while not stopping:
+            wait = None if self._synced() else max(0.0, self._next_retry - time.monotonic())
+            try:
+                items = [self._queue.get(timeout=wait)]
+            except queue.Empty:
+                items = []
+            while len(items) < MAX_BATCH:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            ops: list[dict[str, Any]] = []
+            for item in items:
+                if isinstance(item, dict):
+                    ops.append(item)
+                    continue
+                self._process(ops)
+                ops = []
+                if isinstance(item, _Stop):
+                    stopping = True
+                    if not self._synced():
+                        self._try_connect(force=True)
+                    continue
+                item.synced = self._synced()
+                item.done.set()
+            self._process(ops)
+            if not self._synced() and time.monotonic() >= self._next_retry:
+                self._try_connect()
+        self.spool.close()
+
+    def _synced(self) -> bool:
+        return self.online and self.spool.count == 0
+
+    def _process(self, ops: list[dict[str, Any]]) -> None:
+        if not ops:
+            return
+        if not self._synced():
+            self._spool(ops)
+            return
+        for index, op in enumerate(ops):
+            try:
+                self.applier.apply(op)
+                self.applied += 1
+            except Exception as exc:  # noqa: BLE001 - sorted into transient / rejected below
+                if is_transient(exc):
+                    self._go_offline(exc)
+                    self._spool(ops[index:])
+                    return
+                self._reject(op, exc)
+
+    def _spool(self, ops: list[dict[str, Any]]) -> None:
+        self.spool.append(ops)
+        self.spooled += len(ops)
+
+    def _go_offline(self, exc: BaseException) -> None:
+        if self.online:
+            log.warning("MongoDB stopped answering (%s); spooling tracking writes to %s",
+                        type(exc).__name__, self.spool.path)  # fmt: skip
+        self.online = False
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._next_retry = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self._max_retry_s)
+
+    def _try_connect(self, *, force: bool = False) -> None:
+        """Ping; on success run on_connect once, replay the spool and go online."""
+        if not force and time.monotonic() < self._next_retry:
+            return
+        try:
+            with pymongo.timeout(self._ping_timeout_s):
+                self.client.admin.command("ping")
+            if not self._connected_once and self._on_connect is not None:
+                self._on_connect()
+            self._connected_once = True
+            self._replay()
+        except Exception as exc:  # noqa: BLE001 - any failure here means "still offline"
+            self._go_offline(exc)
+            return
+        if not self.online and self.last_error is not None:
+            log.warning("MongoDB answers again; spooled tracking writes replayed")
+        self.online = True
+        self._backoff = self._retry_s
+
+    def _replay(self) -> None:
+        if self.spool.count == 0:
+            return
+        for op in self.spool.records():
+            try:
+                self.applier.apply(op)
+                self.applied += 1
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                self._reject(op, exc)
+        self.spool.clear()
+
+    def _reject(self, op: dict[str, Any], exc: BaseException) -> None:
+        self.rejected += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("MongoDB rejected a tracking write (%s op): %s", op.get("op"), self.last_error)
+        path = self.spool.dir / f"rejected-{os.getpid()}.jsonl"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(encode({"error": self.last_error, "record": op}) + "\n")
+        except OSError as write_exc:
+            log.error("could not record the rejected write in %s: %s", path, write_exc)
