@@ -1,0 +1,102 @@
+"""``eegfs runs sync``: replay spool files left by trackers that could not reach MongoDB."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymongo
+
+from services.connections import mask_uri, mongo_client
+from services.settings import Settings
+from tracking.errors import TrackingUnavailableError
+from tracking.ops import OpApplier, is_transient
+from tracking.schema import ensure_indexes
+from tracking.spool import SPOOL_GLOB, default_spool_dir, encode, locked, read_records
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncReport:
+    """What :func:`sync_spool` did."""
+
+    spool_dir: Path
+    replayed_files: list[Path] = field(default_factory=list)
+    applied: int = 0
+    rejected: int = 0
+    busy_files: list[Path] = field(default_factory=list)  # held by a live tracker
+
+
+def sync_spool(
+    settings: Settings, spool_dir: Path | None = None, *, progress: bool = False
+) -> SyncReport:
+    """Replay every spool file not held by a live tracker, in order, then delete it.
+
+    Each record goes to the database it was written for. Replaying is idempotent, so a file
+    replayed partly before (or by its own tracker) is safe to replay again.
+
+    Raises
+    ------
+    TrackingUnavailableError
+        When MongoDB does not answer (files are kept).
+    """
+    spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir(settings.data_dir)
+    report = SyncReport(spool_dir)
+    files = (
+        sorted(spool_dir.glob(SPOOL_GLOB), key=lambda p: (p.stat().st_mtime, p.name))
+        if spool_dir.is_dir()
+        else []
+    )
+    if not files:
+        return report
+    client = mongo_client(settings.mongo_uri)
+    try:
+        try:
+            with pymongo.timeout(5):
+                client.admin.command("ping")
+        except pymongo.errors.PyMongoError as exc:
+            raise TrackingUnavailableError(
+                f"MongoDB at {mask_uri(settings.mongo_uri)} is not answering ({type(exc).__name__}); "
+                f"{len(files)} spool file(s) kept in {spool_dir}. Start it (`eegfs services up`) and retry"
+            ) from exc
+        applier = OpApplier(client)
+        indexed: set[str] = set()
+        iterator = files
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(files, desc="replaying spool files", unit="file")
+        for path in iterator:
+            with locked(path) as mine:
+                if not mine:
+                    report.busy_files.append(path)
+                    continue
+                for record in read_records(path):
+                    if record["db"] not in indexed:
+                        ensure_indexes(client[record["db"]])
+                        indexed.add(record["db"])
+                    try:
+                        applier.apply(record)
+                        report.applied += 1
+                    except Exception as exc:
+                        if is_transient(exc):
+                            raise TrackingUnavailableError(
+                                f"MongoDB stopped answering while replaying {path} "
+                                f"({type(exc).__name__}); the file is kept, run the sync again"
+                            ) from exc
+                        report.rejected += 1
+                        _record_rejected(path, record, exc)
+                path.unlink()
+                report.replayed_files.append(path)
+    finally:
+        client.close()
+    return report
+
+
+def _record_rejected(path: Path, record: dict, exc: BaseException) -> None:
+    log.error("MongoDB rejected a spooled %s op from %s: %s", record.get("op"), path.name, exc)
+    rejected = path.with_name(path.name.replace("spool-", "rejected-", 1))
+    with open(rejected, "a", encoding="utf-8") as fh:
+        fh.write(encode({"error": f"{type(exc).__name__}: {exc}", "record": record}) + "\n")
