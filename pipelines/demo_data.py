@@ -45,7 +45,7 @@ C1_N_TIMES = 200
 C2_TASK = "RestingState"
 C1_TASK = "contrastChangeDetection"
 #: Trial-level log alpha power spread (natural log units) in each layout.
-C2_ALPHA_FLUCTUATION_SD = 0.3
+C2_ALPHA_FLUCTUATION_SD = 0.1
 C1_ALPHA_FLUCTUATION_SD = 0.5
 PARTICIPANT_COLUMNS = (
     "participant_id",

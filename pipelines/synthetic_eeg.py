@@ -13,9 +13,12 @@ Signal model for one subject (all EEG channels except the last, which is the fla
   electrodes) and an independent per-channel part.
 * ``alpha_c``: unit-variance alpha rhythm (Gaussian spectral peak at the subject's alpha frequency),
   a mix of ``N_ALPHA_SOURCES`` sources, so alpha is correlated across channels.
-* ``q_c``: the alpha share of channel power, ``q * w_c`` where ``w_c`` is a posterior-weighted
-  topography (mean 1) and ``log10 q`` is linear in the subject's latent general factor: this is
-  the trait that the Challenge 2 targets follow.
+* ``q_c``: the alpha share of channel power, solved (:func:`alpha_share`) so that the channel's
+  expected relative alpha power, 8-13 Hz over 1-40 Hz, equals ``R * w_c``: ``w_c`` is a
+  posterior-weighted topography (mean 1) and ``log10 R`` is linear in the subject's latent
+  general factor. This is the trait that the Challenge 2 targets follow; solving for ``q_c``
+  removes the part of the relation that would otherwise depend on the aperiodic exponent and the
+  alpha frequency, so the relation stays log-linear.
 * ``a_w``: trial-level (per window) log alpha power fluctuation; the Challenge 1 response time is
   linear in it.
 * ``A`` (uV) and ``g_c`` set the amplitude; a few channels per subject are made noisy.
@@ -47,6 +50,11 @@ N_ALPHA_SOURCES = 4
 LATENT_SHARE = 0.6
 #: Zero-phase band-pass applied to every component (Hz).
 BANDPASS_HZ = (0.5, 45.0)
+#: log10 of the subject's relative alpha power (8-13 Hz / 1-40 Hz) = a + b * general factor.
+RELATIVE_ALPHA_LOG10 = (-0.48, -0.14)
+#: Bands of the relative alpha power that the traits set (Hz).
+ALPHA_BAND = (8.0, 13.0)
+TOTAL_BAND = (1.0, 40.0)
 #: Alphabet of the 8 characters after "NDAR" in a subject id.
 ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
 
@@ -59,7 +67,7 @@ class SubjectModel:
 
     Scores (``p_factor``, ``attention``, ``internalizing``, ``externalizing``) are standardised
     factor scores like HBN's; all four load on ``general_factor``, which also sets the alpha share
-    ``alpha_fraction``. Arrays have one entry per EEG channel (``n_channels - 1``; Cz excluded).
+    ``relative_alpha``. Arrays have one entry per EEG channel (``n_channels - 1``; Cz excluded).
     """
 
     subject_id: str
@@ -75,7 +83,7 @@ class SubjectModel:
     aperiodic_exponent: float
     alpha_freq_hz: float
     alpha_width_hz: float
-    alpha_fraction: float
+    relative_alpha: float  # expected 8-13 Hz / 1-40 Hz power, channel mean
     rt_base_s: float
     channel_gain: np.ndarray  # (n_eeg,)
     alpha_weight: np.ndarray  # (n_eeg,), mean 1
@@ -178,21 +186,21 @@ def draw_subject(rng: np.random.Generator, *, n_channels: int = N_CHANNELS) -> S
     ehq_total = float(np.clip(rng.normal(60.0, 45.0), -100.0, 100.0))
 
     # Scores: one general factor plus specific parts (all standardised-ish, HBN-like scale).
-    g = float(np.clip(rng.standard_normal(), -2.5, 2.5))
+    g = float(np.clip(rng.standard_normal(), -2.3, 2.3))
     spec = rng.standard_normal(4)
-    p_factor = g + 0.15 * spec[0]
-    externalizing = 0.95 * g + 0.25 * spec[1]
-    attention = 0.7 * g + 0.7 * spec[2]
-    internalizing = 0.6 * g + 0.8 * spec[3]
+    p_factor = g + 0.12 * spec[0]
+    externalizing = 0.95 * g + 0.2 * spec[1]
+    attention = 0.8 * g + 0.6 * spec[2]
+    internalizing = 0.7 * g + 0.7 * spec[3]
 
-    # Spectral traits. Alpha share falls with the general factor (log-linear); alpha frequency
-    # rises and amplitude falls with age, as in children.
-    alpha_fraction = float(10.0 ** (-0.8 - 0.17 * g))
+    # Spectral traits. Relative alpha power falls with the general factor (log-linear, from about
+    # 0.7 at g = -2.3 to 0.16 at g = +2.3); alpha frequency rises and amplitude falls with age.
+    relative_alpha = float(10.0 ** (RELATIVE_ALPHA_LOG10[0] + RELATIVE_ALPHA_LOG10[1] * g))
     alpha_freq = float(
         np.clip(10.0 + 0.08 * (age - 13.0) + 0.25 * rng.standard_normal(), 9.0, 11.5)
     )
     alpha_width = float(rng.uniform(0.8, 1.1))
-    exponent = float(rng.uniform(1.3, 1.8))
+    exponent = float(rng.uniform(1.4, 1.8))
     amplitude = float(
         np.clip(16.0 * np.exp(-0.02 * (age - 13.0) + 0.25 * rng.standard_normal()), 8.0, 32.0)
     )
@@ -205,7 +213,7 @@ def draw_subject(rng: np.random.Generator, *, n_channels: int = N_CHANNELS) -> S
     # Head model.
     pos = electrode_positions(n_eeg)
     channel_gain = np.clip(np.exp(0.1 * rng.standard_normal(n_eeg)), 0.78, 1.28)
-    alpha_weight = (0.6 + 0.4 * (1.0 - pos[:, 1])) * np.exp(0.1 * rng.standard_normal(n_eeg))
+    alpha_weight = (0.75 + 0.25 * (1.0 - pos[:, 1])) * np.exp(0.05 * rng.standard_normal(n_eeg))
     alpha_weight /= alpha_weight.mean()
     latent_mixing = _smooth_mixing(rng, pos, N_LATENT_SOURCES, width=0.45, signed=True)
     alpha_mixing = _smooth_mixing(rng, pos, N_ALPHA_SOURCES, width=0.6, signed=False)
@@ -231,7 +239,7 @@ def draw_subject(rng: np.random.Generator, *, n_channels: int = N_CHANNELS) -> S
         aperiodic_exponent=exponent,
         alpha_freq_hz=alpha_freq,
         alpha_width_hz=alpha_width,
-        alpha_fraction=alpha_fraction,
+        relative_alpha=relative_alpha,
         rt_base_s=rt_base,
         channel_gain=channel_gain,
         alpha_weight=alpha_weight,
@@ -333,6 +341,31 @@ def noise_from_spectrum(
     return sp_fft.irfft(spec, n=n_times, axis=-1, norm="ortho")
 
 
+def alpha_share(model: SubjectModel, sfreq: float = SFREQ) -> np.ndarray:
+    """Alpha share of each channel's variance that gives it relative alpha ``R * w_c``.
+
+    With unit-variance background and alpha spectra ``b`` and ``a``, a channel mixing them with
+    share ``q`` has relative power ``(q a1 + (1-q) b1) / (q a2 + (1-q) b2)``, where ``*1`` is the
+    power in ``ALPHA_BAND`` and ``*2`` in ``TOTAL_BAND``; solved for ``q`` on a 0.25 Hz grid
+    (so it is the same for 2 s and 4 s windows).
+
+    Returns
+    -------
+    ndarray, shape (n_eeg,)
+        Shares in [0.01, 0.9].
+    """
+    n_ref = int(round(4.0 * sfreq))
+    freqs = sp_fft.rfftfreq(n_ref, 1.0 / sfreq)
+    in_alpha = (freqs >= ALPHA_BAND[0]) & (freqs <= ALPHA_BAND[1])
+    in_total = (freqs >= TOTAL_BAND[0]) & (freqs <= TOTAL_BAND[1])
+    b = aperiodic_spectrum(n_ref, sfreq, model.aperiodic_exponent)
+    a = alpha_spectrum(n_ref, sfreq, model.alpha_freq_hz, model.alpha_width_hz)
+    a1, a2, b1, b2 = a[in_alpha].sum(), a[in_total].sum(), b[in_alpha].sum(), b[in_total].sum()
+    r = model.relative_alpha * model.alpha_weight
+    q = (r * b2 - b1) / (a1 - b1 - r * (a2 - b2))
+    return np.clip(q, 0.01, 0.9)
+
+
 # --- windows ----------------------------------------------------------------------------------
 
 
@@ -381,7 +414,7 @@ def synthesize_windows(
     alpha = np.matmul(model.alpha_mixing, alpha_src)
     a_w = alpha_fluctuation_sd * rng.standard_normal(n_windows)
 
-    q = np.clip(model.alpha_fraction * model.alpha_weight, 0.01, 0.9)[None, :, None]
+    q = alpha_share(model, sfreq)[None, :, None]
     eeg = np.sqrt(1.0 - q) * background
     eeg += np.sqrt(q) * np.exp(a_w / 2.0)[:, None, None] * alpha
     eeg *= (model.amplitude_uv * model.channel_gain)[None, :, None]
