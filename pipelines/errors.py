@@ -1,0 +1,32 @@
+"""Errors of the ``pipelines`` package.
+
+Hierarchy::
+
+    PipelineError                 root: catch this to handle anything the pipelines raise
+    ├── InputDataError            a bad input file (HDF5 or participants.tsv): names file, dataset, problem, fix
+    ├── FeatureTableError         the Parquet feature tables or their manifest are unusable
+    └── FeatureStoreError         Feast repository, registry, online store or retrieval failed
+
+Every message names the file/dataset/key, what was found, what was expected and a fix.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Root error of the ``pipelines`` package."""
+
+
+class InputDataError(PipelineError, ValueError):
+    """An input file is missing, unreadable or does not match the expected layout."""
+
+
+class FeatureTableError(PipelineError):
+    """The feature tables under ``data/features`` are missing, inconsistent or unwritable."""
+
+
+class FeatureStoreError(PipelineError):
+    """The Feast repository, registry, online store or a retrieval failed."""
+
+
+__all__ = ["FeatureStoreError", "FeatureTableError", "InputDataError", "PipelineError"]
