@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 
 from pipelines import synthetic_eeg as se
+from pipelines.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ PARTICIPANT_COLUMNS = (
 _RELEASE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class DemoDataError(RuntimeError):
+class DemoDataError(PipelineError):
     """Writing the demo data failed (names the file and the cause)."""
 
 
