@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import gridfs
 import pymongo
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure
@@ -44,12 +43,12 @@ from services.settings import Settings
 from tracking import schema
 from tracking.documents import clean_metrics, redact, redact_text, to_document
 from tracking.errors import (
-    ChecksumMismatchError,
     NotFoundError,
     TrackingError,
     TrackingUnavailableError,
 )
-from tracking.files import CHUNK, copy_hashing, sha256_file, write_atomic
+from tracking.fetch import fetch_file
+from tracking.files import copy_hashing, sha256_file
 from tracking.gitinfo import detect_git
 from tracking.ids import to_object_id
 from tracking.spool import SpoolFile, default_spool_dir
@@ -370,52 +369,17 @@ class Tracker:
         NotFoundError
             When the file is neither here nor in GridFS.
         """
-        path = Path(checkpoint["path"])
-        expected = checkpoint.get("sha256")
-        local_state = "missing"
-        if path.is_file():
-            if expected is not None and sha256_file(path) == expected:
-                return path
-            local_state = (
-                "present with a different sha256" if expected else "present, no checksum recorded"
-            )
-        file_id = checkpoint.get("gridfs_id")
-        ckpt_id = checkpoint.get("_id")
-        if file_id is None:
-            raise NotFoundError(
-                f"checkpoint {ckpt_id} (epoch {checkpoint.get('epoch')}): {path} is {local_state} "
-                "on this machine and no copy was uploaded to GridFS; copy the file here, or log "
-                "checkpoints with upload=True"
-            )
-        dest = Path(dest_dir) / path.name
-
-        def download() -> str:
-            bucket = gridfs.GridFSBucket(self.db, bucket_name=schema.GRIDFS_BUCKET)
-            try:
-                stream = bucket.open_download_stream(file_id)
-            except gridfs.errors.NoFile as exc:
-                raise NotFoundError(
-                    f"checkpoint {ckpt_id}: {path} is {local_state} here and GridFS file "
-                    f"{file_id} does not exist (upload status: {checkpoint.get('upload_status')})"
-                ) from exc
-            try:
-                with stream:
-                    return write_atomic(dest, iter(lambda: stream.read(CHUNK), b""))
-            except gridfs.errors.CorruptGridFile as exc:
-                raise ChecksumMismatchError(
-                    f"checkpoint {ckpt_id}: GridFS file {file_id} is corrupt ({exc}); expected "
-                    f"sha256 {expected}. Re-upload it from a machine that has {path}"
-                ) from exc
-
-        found = self._read(download, f"download checkpoint {ckpt_id}")
-        if expected is not None and found != expected:
-            dest.unlink(missing_ok=True)
-            raise ChecksumMismatchError(
-                f"checkpoint {ckpt_id}: GridFS file {file_id} has sha256 {found}, expected "
-                f"{expected}; the stored copy is corrupt. Re-upload it from a machine that has "
-                f"{path} with the right checksum"
-            )
-        return dest
+        return self._read(
+            lambda: fetch_file(
+                self.db,
+                path=checkpoint["path"],
+                sha256=checkpoint.get("sha256"),
+                gridfs_id=checkpoint.get("gridfs_id"),
+                dest=Path(dest_dir) / Path(checkpoint["path"]).name,
+                label=f"checkpoint {checkpoint.get('_id')} (epoch {checkpoint.get('epoch')})",
+            ),
+            f"fetch checkpoint {checkpoint.get('_id')}",
+        )
 
     # --- queries and registry (thin wrappers; see tracking.queries / tracking.registry) -------
     def search_runs(self, **filters) -> list[dict[str, Any]]:
