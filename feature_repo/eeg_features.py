@@ -1,0 +1,205 @@
+"""Feast definitions of the EEG feature store: entity, sources, views, services (in that order).
+
+Feast imports every .py file of this directory on ``feast apply``: keep only definitions here
+(and nothing of the project's own packages).
+
+Source paths are relative to this directory and point at the default data directory
+(``../data/features``); the ``eegfs_table`` tag names the table relative to any features
+directory, which is how ``eegfs features apply`` (pipelines.feature_store) points the same
+definitions at ``$EEGFS_DATA_DIR/features``.
+
+Timestamps: ``event_timestamp`` is the time the snapshot that holds the row was built, i.e. the
+moment from which the store offers those values; ``created`` breaks ties (a ``--force`` rebuild).
+The TTL is ten years: subject features do not expire, and a first ``feast
+materialize-incremental`` looks back one TTL, so this keeps Redis from coming up empty.
+"""
+
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast.types import Array, Float32, Float64, Int64, String
+from feast.value_type import ValueType
+
+BANDS = ("delta", "theta", "alpha", "beta", "gamma")
+FEATURES_DIR = "../data/features"
+TTL = timedelta(days=3650)
+# Names of every label: none may appear in an input feature service.
+LABEL_NAMES = (
+    "p_factor",
+    "attention",
+    "internalizing",
+    "externalizing",
+    "response_time",
+    "rt_mean",
+    "rt_median",
+    "rt_std",
+    "n_rt_windows",
+)
+
+# The subject (HBN participant), keyed by the canonical id "NDARxxxx" without "sub-".
+subject = Entity(
+    name="subject",
+    join_keys=["subject_id"],
+    value_type=ValueType.STRING,
+    description="HBN participant, canonical id NDARxxxx (no 'sub-' prefix)",
+)
+
+
+def _source(name: str, table: str, description: str) -> FileSource:
+    return FileSource(
+        name=name,
+        path=f"{FEATURES_DIR}/{table}",
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+        description=description,
+        tags={"eegfs_table": table},
+    )
+
+
+# Band-power aggregates per subject and snapshot, from Challenge 1 (2 s task) windows.
+subject_features_c1_source = _source(
+    "subject_features_c1_source",
+    "subject_features/challenge1",
+    "per-subject band-power aggregates over good Challenge 1 windows",
+)
+# Band-power aggregates per subject and snapshot, from Challenge 2 (4 s) windows.
+subject_features_c2_source = _source(
+    "subject_features_c2_source",
+    "subject_features/challenge2",
+    "per-subject band-power aggregates over good Challenge 2 windows",
+)
+# Demographics from participants.tsv.
+subject_demographics_source = _source(
+    "subject_demographics_source", "subject_demographics", "age, sex, ehq_total from participants.tsv"
+)
+# Questionnaire scores from participants.tsv (labels).
+subject_labels_source = _source(
+    "subject_labels_source", "subject_labels", "p_factor and CBCL factor scores (labels)"
+)
+# Response-time summaries of each subject's Challenge 1 windows (labels).
+subject_rt_labels_source = _source(
+    "subject_rt_labels_source",
+    "subject_rt_labels/challenge1",
+    "per-subject response-time summaries from Challenge 1 windows (labels)",
+)
+
+
+def _bandpower_schema() -> list[Field]:
+    fields = [
+        Field(name="n_windows", dtype=Int64, description="windows of the subject in the file"),
+        Field(name="n_good_windows", dtype=Int64, description="finite windows with few flat channels"),
+        Field(name="good_fraction", dtype=Float32, description="n_good_windows / n_windows"),
+    ]
+    for b in BANDS:
+        fields += [
+            Field(name=f"logabs_mean_{b}", dtype=Float32, description=f"mean over channels of log10 {b} power (uV^2)"),
+            Field(name=f"logabs_std_{b}", dtype=Float32, description=f"std over channels of log10 {b} power"),
+            Field(name=f"rel_mean_{b}", dtype=Float32, description=f"mean relative {b} power"),
+            Field(name=f"rel_median_{b}", dtype=Float32, description=f"median over windows of relative {b} power"),
+        ]
+    fields.append(Field(name="spectral_entropy_mean", dtype=Float32, description="mean spectral entropy (0..1)"))
+    fields += [
+        Field(name=f"chan_rel_{b}", dtype=Array(Float32), description=f"per-channel mean relative {b} power")
+        for b in BANDS
+    ]
+    return fields
+
+
+# Challenge 1 band-power features per subject.
+subject_bandpower_c1_fv = FeatureView(
+    name="subject_bandpower_c1",
+    entities=[subject],
+    ttl=TTL,
+    schema=_bandpower_schema(),
+    online=True,
+    source=subject_features_c1_source,
+    description="band-power aggregates over each subject's good Challenge 1 windows",
+    tags={"role": "input", "challenge": "1"},
+)
+# Challenge 2 band-power features per subject.
+subject_bandpower_c2_fv = FeatureView(
+    name="subject_bandpower_c2",
+    entities=[subject],
+    ttl=TTL,
+    schema=_bandpower_schema(),
+    online=True,
+    source=subject_features_c2_source,
+    description="band-power aggregates over each subject's good Challenge 2 windows",
+    tags={"role": "input", "challenge": "2"},
+)
+# Demographics (inputs).
+subject_demographics_fv = FeatureView(
+    name="subject_demographics",
+    entities=[subject],
+    ttl=TTL,
+    schema=[
+        Field(name="age", dtype=Float64, description="age in years"),
+        Field(name="sex", dtype=String, description="M or F as in participants.tsv"),
+        Field(name="ehq_total", dtype=Float64, description="Edinburgh handedness score"),
+    ],
+    online=True,
+    source=subject_demographics_source,
+    description="demographics from participants.tsv",
+    tags={"role": "input"},
+)
+# Questionnaire labels: never part of an input service.
+subject_labels_fv = FeatureView(
+    name="subject_labels",
+    entities=[subject],
+    ttl=TTL,
+    schema=[
+        Field(name="p_factor", dtype=Float64),
+        Field(name="attention", dtype=Float64),
+        Field(name="internalizing", dtype=Float64),
+        Field(name="externalizing", dtype=Float64),
+    ],
+    online=True,
+    source=subject_labels_source,
+    description="psychopathology factor scores (Challenge 2 targets): labels, not inputs",
+    tags={"role": "label"},
+)
+# Response-time labels: never part of an input service.
+subject_rt_labels_fv = FeatureView(
+    name="subject_rt_labels",
+    entities=[subject],
+    ttl=TTL,
+    schema=[
+        Field(name="rt_mean", dtype=Float64, description="mean response time (s)"),
+        Field(name="rt_median", dtype=Float64, description="median response time (s)"),
+        Field(name="rt_std", dtype=Float64, description="std of response time (s)"),
+        Field(name="n_rt_windows", dtype=Int64, description="windows with a finite response time"),
+    ],
+    online=True,
+    source=subject_rt_labels_source,
+    description="response-time summaries (Challenge 1 target): labels, not inputs",
+    tags={"role": "label", "challenge": "1"},
+)
+
+# Model inputs for Challenge 1: task band power + demographics.
+challenge1_inputs_v1 = FeatureService(
+    name="challenge1_inputs_v1",
+    features=[subject_bandpower_c1_fv, subject_demographics_fv],
+    description="Challenge 1 model inputs (no labels)",
+    tags={"role": "input", "challenge": "1"},
+)
+# Model inputs for Challenge 2: band power + demographics.
+challenge2_inputs_v1 = FeatureService(
+    name="challenge2_inputs_v1",
+    features=[subject_bandpower_c2_fv, subject_demographics_fv],
+    description="Challenge 2 model inputs (no labels)",
+    tags={"role": "input", "challenge": "2"},
+)
+# Labels for Challenge 1 (response time).
+challenge1_labels_v1 = FeatureService(
+    name="challenge1_labels_v1",
+    features=[subject_rt_labels_fv],
+    description="Challenge 1 labels",
+    tags={"role": "label", "challenge": "1"},
+)
+# Labels for Challenge 2 (p_factor, externalizing, ...).
+challenge2_labels_v1 = FeatureService(
+    name="challenge2_labels_v1",
+    features=[subject_labels_fv],
+    description="Challenge 2 labels",
+    tags={"role": "label", "challenge": "2"},
+)
