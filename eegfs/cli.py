@@ -54,3 +54,6 @@ _services.register(cli)
 from eegfs.commands import demo as _demo  # noqa: E402
 
 _demo.register(cli)
+from eegfs.commands import features as _features  # noqa: E402
+
+_features.register(cli)

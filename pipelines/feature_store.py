@@ -45,7 +45,12 @@ from pipelines import feature_tables as ft
 from pipelines.errors import FeatureStoreError, PipelineError
 from pipelines.ids import normalize_subject_id, normalize_subject_ids
 from pipelines.pit import normalize_entity_timestamps, point_in_time_join
-from services.connections import ServiceError, feast_redis_connection_string, redis_client
+from services.connections import (
+    ServiceError,
+    feast_redis_connection_string,
+    mask_uri,
+    redis_client,
+)
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -727,6 +732,9 @@ def shell_environment(settings: Settings) -> dict[str, str]:
 
 __all__ = [
     "CATEGORICAL_CODES",
+    "apply_feature_repo",
+    "materialize_features",
+    "online_features_record",
     "INPUT_SERVICES",
     "LABEL_FEATURES",
     "LABEL_SERVICES",
@@ -739,3 +747,55 @@ __all__ = [
     "repo_config",
     "shell_environment",
 ]
+
+
+# --- one-call helpers for the commands --------------------------------------------------------
+def apply_feature_repo(settings: Settings) -> str:
+    """``eegfs features apply``: register the definitions; returns a one-line summary."""
+    with FeatureStoreClient(settings, cache_size=0) as client:
+        client.apply()
+        store = client.store
+        return (
+            f"applied project {client._project!r}: {len(store.list_feature_views())} feature views, "
+            f"{len(store.list_feature_services())} feature services; registry {registry_path(settings)}"
+        )
+
+
+def materialize_features(settings: Settings, end: datetime | None = None) -> str:
+    """``eegfs features materialize``: load new snapshots into Redis; returns a summary."""
+    with FeatureStoreClient(settings, cache_size=0) as client:
+        client.materialize(end)
+        return f"online store serves {client.served_snapshot_id()} (Redis {mask_uri(settings.redis_url)})"
+
+
+def _json_value(v):
+    if isinstance(v, np.ndarray):
+        return [None if not np.isfinite(x) else float(x) for x in v]
+    if isinstance(v, float | np.floating):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def online_features_record(
+    settings: Settings, subject_ids: Sequence[str], services: Sequence[str] | None = None
+) -> list[dict]:
+    """``eegfs features get``: per subject, its online features per service (JSON-able, NaN ->
+    None) and the served snapshot id."""
+    services = list(services or INPUT_SERVICES.values())
+    with FeatureStoreClient(settings, cache_size=0) as client:
+        served = client.served_snapshot_id()
+        if served is None:
+            raise FeatureStoreError(
+                "the online store holds no materialization; run `eegfs features materialize`"
+            )
+        frames = {s: client.get_online_features(subject_ids, s) for s in services}
+    out = []
+    for i, sid in enumerate(normalize_subject_ids(subject_ids)):
+        rec: dict[str, Any] = {"subject_id": sid, "served_snapshot_id": served, "features": {}}
+        for s, df in frames.items():
+            row = df.iloc[i]
+            rec["features"][s] = {c: _json_value(row[c]) for c in df.columns if c != ENTITY_KEY}
+        out.append(rec)
+    return out

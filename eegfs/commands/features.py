@@ -1,0 +1,162 @@
+"""``eegfs features build|apply|materialize|get|env``: thin wrappers over ``pipelines``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from services.settings import Settings
+
+
+@click.group()
+def features() -> None:
+    """Band-power features: HDF5 -> Parquet snapshots -> Feast -> Redis (see docs/features.md)."""
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@features.command()
+@click.option(
+    "--input", "inputs", multiple=True, type=click.Path(path_type=Path),
+    help="HDF5 window file(s); a shell glob after one --input also works (--input data/demo/*.h5).",
+)  # fmt: skip
+@click.argument("more_inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--participants", required=True, type=click.Path(path_type=Path),
+    help="BIDS participants.tsv listing every subject of the inputs.",
+)  # fmt: skip
+@click.option("--force", is_flag=True, help="Recompute inputs whose snapshot already exists.")
+@click.option(
+    "--layout", type=click.Choice(["challenge1", "challenge2"]), default=None,
+    help="Force a known layout instead of detecting it per file.",
+)  # fmt: skip
+@click.option(
+    "--map", "mapping", multiple=True, metavar="KEY=DATASET",
+    help="Explicit dataset names: data=, subjects=, challenge=1|2, label:<name>= (repeatable).",
+)  # fmt: skip
+@click.option("--sfreq", type=float, default=None, help="Sampling rate (Hz) for files without an sfreq attribute.")
+@click.option("--chunk-windows", type=int, default=256, show_default=True, help="Windows per computed chunk.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Threads reading/inflating HDF5 chunks.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def build(
+    settings: Settings, inputs, more_inputs, participants, force, layout, mapping, sfreq,
+    chunk_windows, workers, no_progress,
+) -> None:  # fmt: skip
+    """Compute band-power features of HDF5 window files into Parquet snapshots.
+
+    One snapshot per input (unchanged inputs are skipped), written under
+    $EEGFS_DATA_DIR/features. Defaults: Welch, periodic Hann, 1 s segments, 50 % overlap;
+    bands delta 1-4, theta 4-8, alpha 8-13, beta 13-30, gamma 30-45 Hz.
+
+    \b
+    Example:
+      eegfs features build --input data/demo/*.h5 --participants data/demo/participants.tsv
+    """
+    from pipelines.build import BuildOptions, build_features
+    from pipelines.errors import PipelineError
+    from pipelines.hdf5_io import KNOWN_LAYOUTS, layout_from_mapping
+
+    files = [*inputs, *more_inputs]
+    if not files:
+        raise click.UsageError("give at least one HDF5 file with --input")
+    lay = KNOWN_LAYOUTS[layout] if layout else None
+    if mapping:
+        pairs = {}
+        for item in mapping:
+            key, sep, value = item.partition("=")
+            if not sep or not value:
+                raise click.UsageError(f"--map expects KEY=DATASET, got {item!r}")
+            pairs[key.strip()] = value.strip()
+        try:
+            lay = layout_from_mapping(pairs, base=lay)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    options = BuildOptions(
+        force=force, layout=lay, sfreq=sfreq, chunk_windows=chunk_windows, workers=workers,
+        progress=not no_progress,
+    )  # fmt: skip
+    try:
+        report = build_features(settings.features_dir, files, participants, options)
+    except PipelineError as exc:
+        raise _fail(exc) from exc
+    click.echo(report.summary())
+
+
+@features.command()
+@click.pass_obj
+def apply(settings: Settings) -> None:
+    """Register feature_repo/ definitions in the Feast registry ($EEGFS_DATA_DIR/features/feast)."""
+    from pipelines.errors import PipelineError
+    from pipelines.feature_store import apply_feature_repo
+
+    try:
+        click.echo(apply_feature_repo(settings))
+    except PipelineError as exc:
+        raise _fail(exc) from exc
+
+
+@features.command()
+@click.option(
+    "--end", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]), default=None,
+    help="Materialize snapshots up to this UTC time (ISO 8601; default now).",
+)  # fmt: skip
+@click.pass_obj
+def materialize(settings: Settings, end: datetime | None) -> None:
+    """Load every snapshot not yet online into Redis (REDIS_URL)."""
+    from datetime import UTC
+
+    from pipelines.errors import PipelineError
+    from pipelines.feature_store import materialize_features
+
+    try:
+        click.echo(materialize_features(settings, end.replace(tzinfo=UTC) if end else None))
+    except PipelineError as exc:
+        raise _fail(exc) from exc
+
+
+@features.command()
+@click.option("--subject", "subjects", multiple=True, required=True, help="Subject id (NDAR... or sub-NDAR...); repeatable.")
+@click.option(
+    "--service", "services", multiple=True,
+    help="Feature service (repeatable); default: challenge1_inputs_v1 and challenge2_inputs_v1.",
+)  # fmt: skip
+@click.pass_obj
+def get(settings: Settings, subjects, services) -> None:
+    """Print a subject's online features from Redis as JSON (missing values are null)."""
+    from pipelines.errors import PipelineError
+    from pipelines.feature_store import online_features_record
+
+    try:
+        records = online_features_record(settings, list(subjects), list(services) or None)
+    except PipelineError as exc:
+        raise _fail(exc) from exc
+    click.echo(json.dumps(records[0] if len(records) == 1 else records, indent=1))
+
+
+@features.command()
+@click.pass_obj
+def env(settings: Settings) -> None:
+    """Print the shell exports the plain Feast CLI needs in feature_repo/.
+
+    \b
+    Usage:  eval "$(eegfs features env)" && cd feature_repo && feast apply
+    """
+    import shlex
+
+    from pipelines.feature_store import shell_environment
+
+    for key, value in shell_environment(settings).items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(features)
+
+
+__all__ = ["register"]
