@@ -1,0 +1,300 @@
+"""``eegfs subjects sync``: subject documents from participants.tsv and feature summaries.
+
+One document per subject in ``subjects`` (unique ``subject_id``, ``NDAR...`` without ``sub-``)::
+
+    {subject_id, sex, age, ehq_total,                      demographics (participants.tsv)
+     scores: {p_factor, attention, internalizing, externalizing},   questionnaire labels
+     releases: [R1, ...],                                  every release the subject appears in
+     sessions: [{challenge, release, source_file}],       recordings seen by the feature build
+     quality: {challenge2: {R1: {n_windows, n_good_windows, good_fraction, snapshot_id, created}}},
+     feature_summary: {challenge2: {R1: {logabs_mean_alpha: ..., ...}}},   scalar aggregates
+     extra: {...other participants.tsv columns...},
+     annotations: [...],                                   never touched by a sync
+     sources: {participants: [paths]}, created_at, updated_at}
+
+The sync upserts: rerunning it changes nothing, a missing value (``n/a``) never erases a known
+one, and annotations are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.database import Database
+
+from tracking.documents import to_document
+from tracking.errors import DatasetError, NotFoundError
+from tracking.schema import SUBJECTS
+from tracking.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+DEMOGRAPHICS = ("sex", "age", "ehq_total")
+SCORES = ("p_factor", "attention", "internalizing", "externalizing")
+_NUMERIC = ("age", "ehq_total", *SCORES)
+_KNOWN = ("participant_id", "release_number", *DEMOGRAPHICS, *SCORES)
+#: Per-subject feature columns kept under ``quality`` (the rest of the scalars go to feature_summary).
+QUALITY_COLUMNS = ("n_windows", "n_good_windows", "good_fraction")
+_BOOKKEEPING = ("subject_id", "release", "challenge", "snapshot_id", "event_timestamp", "created",
+                "source_file")  # fmt: skip
+_ID = re.compile(r"^(?:sub-)?([A-Za-z0-9]+)$")
+
+
+def normalize_subject_id(value: Any) -> str:
+    """``"sub-NDARAB123"`` / ``b"NDARAB123"`` / ``" NDARAB123 "`` -> ``"NDARAB123"``."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).strip()
+    match = _ID.match(text)
+    if not match:
+        raise ValueError(f"subject id {value!r} is not like 'sub-NDARxxxx' or 'NDARxxxx'")
+    return match.group(1)
+
+
+def _key(text: str) -> str:
+    # Release and challenge names become field names: no '.' or leading '$'.
+    return str(text).replace(".", "_").lstrip("$") or "unknown"
+
+
+@dataclass
+class SubjectSyncReport:
+    """What :func:`sync_subjects` did."""
+
+    participants_files: list[Path] = field(default_factory=list)
+    participant_rows: int = 0
+    feature_rows: int = 0
+    subjects: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+def read_participants(path: Path) -> list[dict[str, Any]]:
+    """Rows of a BIDS participants.tsv: ids normalised, ``n/a`` -> None, numbers as floats.
+
+    Raises
+    ------
+    DatasetError
+        When the file is missing, has no ``participant_id`` column, or holds a non-number in a
+        numeric column (the message names the file, row and column).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        frame = pd.read_csv(
+            path, sep="\t", dtype=str, na_values=["n/a", "N/A", ""], keep_default_na=False
+        )
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{path}: no such participants file") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: not a readable tab-separated file ({exc})") from exc
+    if "participant_id" not in frame.columns:
+        raise DatasetError(
+            f"{path}: no 'participant_id' column (found {', '.join(frame.columns)}); expected a BIDS "
+            "participants.tsv with participant_id, release_number, sex, age, ... separated by tabs"
+        )
+    rows = []
+    for index, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
+        row: dict[str, Any] = {}
+        for column, value in record.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                row[column] = None
+                continue
+            if column in _NUMERIC:
+                try:
+                    row[column] = float(value)
+                except ValueError as exc:
+                    raise DatasetError(
+                        f"{path}: line {index}, column {column!r}: {value!r} is not a number "
+                        "(use n/a for a missing value)"
+                    ) from exc
+            else:
+                row[column] = str(value).strip()
+        try:
+            row["participant_id"] = normalize_subject_id(row["participant_id"])
+        except (ValueError, TypeError) as exc:
+            raise DatasetError(f"{path}: line {index}: {exc}") from exc
+        rows.append(row)
+    return rows
+
+
+def read_subject_features(features_dir: Path):
+    """The feature pipeline's per-subject summaries (pandas), or None when there are none.
+
+    Read with pandas from ``<features_dir>/subject_features`` (Parquet, one file per challenge
+    and snapshot; dot-files are unfinished writes and skipped). For each (subject, challenge,
+    release) only the newest snapshot (by ``created``) is kept.
+    """
+    import pandas as pd
+
+    root = Path(features_dir) / "subject_features"
+    files = sorted(p for p in root.rglob("*.parquet") if not any(part.startswith(".") for part in p.relative_to(root).parts)) if root.is_dir() else []  # fmt: skip
+    if not files:
+        return None
+    frame = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+    missing = [c for c in ("subject_id", "release", "snapshot_id") if c not in frame.columns]
+    if missing:
+        raise DatasetError(
+            f"{root}: per-subject feature tables lack column(s) {', '.join(missing)}; found "
+            f"{', '.join(map(str, frame.columns[:20]))}. Rebuild them with `eegfs features build`"
+        )
+    if "challenge" not in frame.columns:
+        frame["challenge"] = 0
+    frame["subject_id"] = frame["subject_id"].map(normalize_subject_id)
+    order = "created" if "created" in frame.columns else "snapshot_id"
+    frame = frame.sort_values(order).drop_duplicates(
+        ["subject_id", "challenge", "release"], keep="last"
+    )
+    return frame
+
+
+def _scalar(value: Any) -> Any:
+    """Plain Python value of a pandas/NumPy cell (Timestamp -> datetime, NaN/NaT -> None)."""
+    to_datetime = getattr(value, "to_pydatetime", None)
+    if callable(to_datetime):
+        import pandas as pd
+
+        return None if pd.isna(value) else to_datetime()
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", 0) == 0:
+        value = item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def sync_subjects(
+    db: Database,
+    participants: Sequence[Path] = (),
+    features_dir: Path | None = None,
+) -> SubjectSyncReport:
+    """Upsert subject documents from participants.tsv files and per-subject feature summaries.
+
+    Raises
+    ------
+    DatasetError
+        For an unreadable participants file or feature table.
+    NotFoundError
+        When neither a participants file nor feature summaries were found.
+    """
+    report = SubjectSyncReport(participants_files=[Path(p) for p in participants])
+    updates: dict[str, dict[str, Any]] = {}
+
+    def entry(subject_id: str) -> dict[str, Any]:
+        return updates.setdefault(subject_id, {"$set": {}, "$addToSet": {}})
+
+    for path in report.participants_files:
+        rows = read_participants(path)
+        report.participant_rows += len(rows)
+        for row in rows:
+            update = entry(row["participant_id"])
+            sets = update["$set"]
+            for column in DEMOGRAPHICS:
+                if row.get(column) is not None:
+                    sets[column] = row[column]
+            for column in SCORES:
+                if row.get(column) is not None:
+                    sets[f"scores.{column}"] = row[column]
+            for column, value in row.items():
+                if column not in _KNOWN and value is not None:
+                    sets[f"extra.{_key(column)}"] = value
+            adds = update["$addToSet"]
+            if row.get("release_number"):
+                adds.setdefault("releases", set()).add(row["release_number"])
+            adds.setdefault("sources.participants", set()).add(str(Path(path).resolve()))
+
+    frame = None
+    if features_dir is not None:
+        frame = read_subject_features(features_dir)
+        if frame is None:
+            report.messages.append(
+                f"no per-subject feature summaries under {Path(features_dir) / 'subject_features'} "
+                "(run `eegfs features build` first); quality fields not updated"
+            )
+    if frame is not None:
+        report.feature_rows = len(frame)
+        scalar_columns = [
+            c for c in frame.columns
+            if c not in _BOOKKEEPING and c not in QUALITY_COLUMNS
+            and frame[c].dtype.kind in "fiub"
+        ]  # fmt: skip
+        for record in frame.to_dict("records"):
+            challenge = record.get("challenge")
+            chal = f"challenge{int(challenge)}" if challenge else "challenge_unknown"
+            release = _key(record["release"])
+            update = entry(record["subject_id"])
+            quality = {c: _scalar(record[c]) for c in QUALITY_COLUMNS if c in record}
+            quality.update(
+                snapshot_id=record["snapshot_id"], created=_scalar(record.get("created"))
+            )
+            update["$set"][f"quality.{chal}.{release}"] = quality
+            update["$set"][f"feature_summary.{chal}.{release}"] = {
+                c: _scalar(record[c]) for c in scalar_columns
+            }
+            adds = update["$addToSet"]
+            adds.setdefault("releases", set()).add(str(record["release"]))
+            session = {"challenge": _scalar(challenge), "release": str(record["release"]),
+                       "source_file": record.get("source_file")}  # fmt: skip
+            adds.setdefault("sessions", []).append(session)
+
+    if not updates:
+        raise NotFoundError(
+            "nothing to sync: give participants.tsv files (--participants) or build the feature "
+            "tables first (`eegfs features build`)"
+        )
+    now = utcnow()
+    ops = []
+    for subject_id, update in sorted(updates.items()):
+        body: dict[str, Any] = {"$setOnInsert": {"created_at": now, "annotations": []}}
+        if update["$set"]:
+            body["$set"] = to_document(update["$set"], f"subject {subject_id}")
+        adds = {}
+        for key, values in update["$addToSet"].items():
+            items = sorted(values) if isinstance(values, set) else values
+            adds[key] = {"$each": to_document(items, f"subject {subject_id}.{key}")}
+        if adds:
+            body["$addToSet"] = adds
+        ops.append(UpdateOne({"subject_id": subject_id}, body, upsert=True))
+    before = {d["subject_id"]: d for d in db[SUBJECTS].find({"subject_id": {"$in": list(updates)}})}
+    if ops:
+        db[SUBJECTS].bulk_write(ops, ordered=False)
+    after = {d["subject_id"]: d for d in db[SUBJECTS].find({"subject_id": {"$in": list(updates)}})}
+    changed = []
+    for subject_id in updates:
+        if subject_id not in before:
+            report.inserted += 1
+        elif _strip(before[subject_id]) != _strip(after[subject_id]):
+            report.updated += 1
+            changed.append(subject_id)
+        else:
+            report.unchanged += 1
+    if changed:
+        db[SUBJECTS].update_many({"subject_id": {"$in": changed}}, {"$set": {"updated_at": now}})
+    db[SUBJECTS].update_many({"subject_id": {"$in": list(updates)}, "updated_at": {"$exists": False}},
+                             {"$set": {"updated_at": now}})  # fmt: skip
+    report.subjects = len(updates)
+    return report
+
+
+def _strip(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("updated_at",)}
+
+
+def annotate_subject(db: Database, subject_id: str, text: str, *, author: str = "") -> None:
+    """Append an annotation (``{text, author, at}``) to a subject; syncs never remove them."""
+    sid = normalize_subject_id(subject_id)
+    result = db[SUBJECTS].update_one(
+        {"subject_id": sid},
+        {"$push": {"annotations": {"text": str(text), "author": author, "at": utcnow()}}},
+    )
+    if result.matched_count == 0:
+        raise NotFoundError(f"no subject {sid}; run `eegfs subjects sync` first")
