@@ -57,3 +57,6 @@ _demo.register(cli)
 from eegfs.commands import features as _features  # noqa: E402
 
 _features.register(cli)
+from eegfs.commands import tracking as _tracking  # noqa: E402
+
+_tracking.register(cli)
