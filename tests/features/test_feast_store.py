@@ -1,0 +1,186 @@
+"""The feature store client on the demo data: one applied + materialized store for the module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from features_testlib import FEATURE_REPO, module_settings
+
+from pipelines import feature_tables as ft
+from pipelines.build import BuildOptions, build_features
+from pipelines.errors import FeatureStoreError
+from pipelines.feature_store import (
+    INPUT_SERVICES,
+    LABEL_FEATURES,
+    LABEL_SERVICES,
+    FeatureStoreClient,
+    check_feature_repo,
+    check_label_exclusion,
+    load_repo_objects,
+    online_features_record,
+)
+from pipelines.participants import read_participants
+from services.connections import feast_redis_connection_string
+
+ALL_SERVICES = [*INPUT_SERVICES.values(), *LABEL_SERVICES.values()]
+
+
+@pytest.fixture(scope="module")
+def demo_store(small_demo, private_redis, tmp_path_factory):
+    settings = module_settings(tmp_path_factory.mktemp("store") / "data", private_redis)
+    build_features(settings.features_dir, small_demo.files, small_demo.participants, BuildOptions(progress=False))
+    client = FeatureStoreClient(settings)
+    client.apply()
+    client.materialize()
+    yield settings, client, small_demo
+    client.close()
+
+
+def _all_subjects(demo) -> list[str]:
+    return [s for r in sorted(demo.subjects) for s in demo.subjects[r]]
+
+
+def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Same columns, dtypes, values and NaN positions (list cells compared element-wise)."""
+    assert list(a.columns) == list(b.columns)
+    for col in a.columns:
+        x, y = a[col].to_numpy(), b[col].to_numpy()
+        assert x.dtype == y.dtype, col
+        if x.dtype == object:
+            for u, v in zip(x, y, strict=True):
+                if isinstance(u, np.ndarray) or isinstance(v, np.ndarray):
+                    np.testing.assert_array_equal(u, v, err_msg=col)
+                elif isinstance(u, float) and np.isnan(u):
+                    assert isinstance(v, float) and np.isnan(v), col
+                else:
+                    assert u == v, col
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=col)
+
+
+def test_every_demo_subject_has_online_input_features(demo_store):
+    settings, client, demo = demo_store
+    ids = _all_subjects(demo)
+    people = read_participants(demo.participants).set_index("subject_id")
+    for service in INPUT_SERVICES.values():
+        df = client.get_online_features(ids, service)
+        assert df["subject_id"].tolist() == ids
+        assert (df["n_windows"] > 0).all() and (df["good_fraction"] == 1.0).all()
+        for col in [c for c in df.columns if c.startswith(("logabs_", "rel_", "spectral"))]:
+            assert np.isfinite(df[col]).all(), (service, col)
+        assert all(isinstance(v, np.ndarray) and v.shape == (129,) for v in df["chan_rel_alpha"])
+        np.testing.assert_array_equal(df["age"].isna().to_numpy(), people.loc[ids, "age"].isna().to_numpy())
+        assert set(df["sex"].dropna()) <= {"M", "F"}
+    records = online_features_record(settings, ids[:2])
+    assert records[0]["features"]["challenge2_inputs_v1"]["rel_mean_alpha"] is not None
+
+
+def test_online_and_offline_read_the_same_values_and_missing_values(demo_store):
+    _, client, demo = demo_store
+    ids = [*_all_subjects(demo), "NDARNOTTHERE"]
+    now = pd.Timestamp.now(tz="UTC")
+    for service in ALL_SERVICES:
+        online = client.get_online_features(ids, service)
+        offline = client.get_historical_features(
+            pd.DataFrame({"subject_id": ids, "event_timestamp": [now] * len(ids)}), service
+        ).drop(columns="event_timestamp")
+        _assert_same(online, offline)
+        assert not any(v is None for v in online.to_numpy().ravel())
+        assert online.iloc[-1, 1:].isna().all()
+
+
+def test_duplicates_prefixes_unknown_ids_keep_order(demo_store):
+    _, client, demo = demo_store
+    a, b = demo.subjects["R1"][:2]
+    df = client.get_online_features([b, f"sub-{a}", "NDARUNKNOWN", b], "challenge2_inputs_v1")
+    assert df["subject_id"].tolist() == [b, a, "NDARUNKNOWN", b]
+    _assert_same(df.iloc[[0]].reset_index(drop=True), df.iloc[[3]].reset_index(drop=True))
+    assert df.iloc[2, 1:].isna().all() and not df.iloc[0, 1:4].isna().any()
+
+
+def test_input_services_never_contain_labels(demo_store):
+    _, client, _ = demo_store
+    for service in INPUT_SERVICES.values():
+        names = client.feature_names(service)
+        assert names and not set(names) & LABEL_FEATURES
+        assert not any(label in col for col in client.matrix_columns(service) for label in LABEL_FEATURES)
+        views = {v for v, _, _ in client._service(service).features}
+        assert all(client._service(service).views[v].tags.get("role") != "label" for v in views)
+    assert {"p_factor", "externalizing"} <= set(client.feature_names(LABEL_SERVICES[2]))
+    assert "rt_mean" in client.feature_names(LABEL_SERVICES[1])
+    # the guard that apply and doctor run rejects a service that mixes in a label view
+    from feast import FeatureService
+
+    objs = load_repo_objects(FEATURE_REPO)
+    labels_fv = next(v for v in objs.feature_views if v.name == "subject_labels")
+    bad = FeatureService(name=INPUT_SERVICES[2], features=[labels_fv])
+    with pytest.raises(FeatureStoreError, match="label"):
+        check_label_exclusion([bad], objs.feature_views)
+
+
+def test_matrices_have_fixed_documented_columns(demo_store):
+    _, client, demo = demo_store
+    ids = [*demo.subjects["R2"], "NDARUNKNOWN"]
+    X, cols = client.get_online_matrix(ids, "challenge2_inputs_v1")
+    assert X.dtype == np.float32 and X.shape == (len(ids), len(cols))
+    assert cols == client.matrix_columns("challenge2_inputs_v1")
+    assert cols[:3] == ["n_windows", "n_good_windows", "good_fraction"]
+    assert "chan_rel_alpha[E1]" in cols and "chan_rel_alpha[Cz]" in cols and "sex_code" in cols
+    assert set(np.unique(X[:-1, cols.index("sex_code")])) <= {0.0, 1.0}
+    assert np.isnan(X[-1]).all()
+    ent = pd.DataFrame({"subject_id": ids, "event_timestamp": pd.Timestamp.now(tz="UTC")})
+    Xh, cols_h = client.get_historical_matrix(ent, "challenge2_inputs_v1")
+    assert cols_h == cols
+    np.testing.assert_array_equal(X, Xh)
+
+
+def test_online_cache_hits_and_can_be_disabled(demo_store):
+    settings, client, demo = demo_store
+    ids = demo.subjects["R1"]
+    client.get_online_features(ids, "challenge1_inputs_v1")
+    before = client.cache_info()
+    client.get_online_features(ids, "challenge1_inputs_v1")
+    after = client.cache_info()
+    assert after["hits"] - before["hits"] == len(ids) and after["misses"] == before["misses"]
+    assert after["materialization"] == client.served_snapshot_id()
+    with FeatureStoreClient(settings, cache_size=0) as cold:
+        cold.get_online_features(ids, "challenge1_inputs_v1")
+        cold.get_online_features(ids, "challenge1_inputs_v1")
+        assert cold.cache_info()["hits"] == 0 and cold.cache_info()["size"] == 0
+
+
+def test_served_snapshot_is_the_manifest_set(demo_store):
+    settings, client, _ = demo_store
+    served = client.served_snapshot_id()
+    assert served and served == ft.Manifest.load(settings.features_dir).store_snapshot_id()
+
+
+def test_feature_store_yaml_takes_redis_from_the_environment(monkeypatch, redis_url):
+    from feast.repo_config import load_repo_config
+
+    raw = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
+    assert not raw["registry"]["path"].startswith("/")
+    assert raw["online_store"]["connection_string"] == "${EEGFS_FEAST_REDIS}"
+    monkeypatch.setenv("EEGFS_FEAST_REDIS", feast_redis_connection_string(redis_url))
+    cfg = load_repo_config(FEATURE_REPO, FEATURE_REPO / "feature_store.yaml")
+    assert cfg.online_store.connection_string == feast_redis_connection_string(redis_url)
+    for src in load_repo_objects(FEATURE_REPO).sources:
+        assert not src.path.startswith("/") and src.path.startswith("../data/features/")
+
+
+def test_check_feature_repo(tmp_path, settings):
+    assert "4 services" in check_feature_repo(settings)
+    broken = tmp_path / "repo"
+    broken.mkdir()
+    (broken / "feature_store.yaml").write_text((FEATURE_REPO / "feature_store.yaml").read_text())
+    text = (FEATURE_REPO / "eeg_features.py").read_text().replace(
+        "features=[subject_bandpower_c2_fv, subject_demographics_fv]",
+        "features=[subject_bandpower_c2_fv, subject_labels_fv]",
+    )
+    (broken / "eeg_features.py").write_text(text)
+    with pytest.raises(FeatureStoreError, match="challenge2_inputs_v1.*label"):
+        check_feature_repo(settings.with_overrides(feature_repo=broken))
+    with pytest.raises(FeatureStoreError, match="not found"):
+        check_feature_repo(settings.with_overrides(feature_repo=tmp_path / "nowhere"))
