@@ -295,3 +295,21 @@ def test_attach_log_is_capped_to_its_tail(tracker, db, monkeypatch):
         doc["log"]["text"].endswith("final password=***\n") and "line 0\n" not in doc["log"]["text"]
     )
     assert doc["summary"] == {"val_loss": 0.5}
+
+
+def test_tracking_imports_only_services():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "tracking"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in ("pipelines", "training", "dashboard", "eegfs"), (
+                    f"{path.name} imports {name}"
+                )

@@ -256,7 +256,9 @@ def sync_subjects(
     for subject_id, update in sorted(updates.items()):
         body: dict[str, Any] = {"$setOnInsert": {"created_at": now, "annotations": []}}
         if update["$set"]:
-            body["$set"] = to_document(update["$set"], f"subject {subject_id}")
+            body["$set"] = {
+                k: to_document(v, f"subject {subject_id}.{k}") for k, v in update["$set"].items()
+            }
         adds = {}
         for key, values in update["$addToSet"].items():
             items = sorted(values) if isinstance(values, set) else values
