@@ -1,0 +1,327 @@
+"""Benchmark of the feature pipeline; every ratio compares with a baseline measured in the same run.
+
+    .venv/bin/python benchmarks/bench_features.py            # full sizes (a few minutes)
+    .venv/bin/python benchmarks/bench_features.py --quick    # small sizes (under a minute)
+
+Sections (targets from the project's issue):
+
+* kernel: band-power kernel vs MNE ``psd_array_welch`` + the same band sums, on the same
+  in-memory chunks of an (N, 129, 200) float32 array, one MNE call per chunk, ``n_jobs=1``.
+  MNE runs one scipy call per signal (about 0.5 ms each), so by default it is timed on the first
+  ``--mne-windows`` windows and its per-window rate is compared (``--mne-windows 0`` = all).
+  Target: >= 5x.
+* end to end: ``build_features`` on a gzip (level 4, shuffle, one window per chunk) file of those
+  windows vs a bare h5py read of the same file in blocks of 256 windows. Target: <= 1.5x.
+* online: ``get_online_features`` for 64 subjects through the client, p50/p99 over 500 calls,
+  cache off and on (hit rate), next to a raw redis-py pipeline (HGETALL) on the same hashes.
+  Target: p99 <= 2 ms with the cache on.
+* historical: a 100,000-row entity frame over the file's subjects (with 5 % repeated rows) vs
+  Feast's default file (dask) offline store and a bare pandas merge_asof on the same Parquet
+  data: time, peak RSS growth, rows returned. Targets: 0 rows dropped, <= 0.5x the file
+  store's time, <= 10x merge_asof.
+
+A private redis-server is started for the online section (nothing touches your REDIS_URL), and
+the data live in a temporary directory (``--keep DIR`` keeps them for another run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipelines.bandpower import DEFAULT_BANDS, BandpowerParams, WelchPlan  # noqa: E402
+from pipelines.build import BuildOptions, build_features  # noqa: E402
+from pipelines.feature_store import FeatureStoreClient  # noqa: E402
+from services.connections import redis_client  # noqa: E402
+from services.local import free_port, start_redis, stop_process  # noqa: E402
+from services.settings import Settings  # noqa: E402
+
+CHUNK = 256
+N_CH = 129
+N_T = 200
+SFREQ = 100.0
+
+
+def synth_chunk(rng: np.random.Generator, n: int) -> np.ndarray:
+    """EEG-like windows (1/f + alpha, 0.5-48 Hz), volts, float32; Cz (last channel) flat."""
+    f = np.fft.rfftfreq(N_T, 1 / SFREQ)
+    amp = 1.0 / np.maximum(f, 1.0) + 0.8 * np.exp(-0.5 * ((f - 10.0) / 1.5) ** 2)
+    amp[(f < 0.5) | (f > 48)] = 0
+    spec = amp * (rng.standard_normal((n, N_CH, f.size)) + 1j * rng.standard_normal((n, N_CH, f.size)))
+    x = np.fft.irfft(spec, n=N_T, axis=-1).astype(np.float32)
+    x *= np.float32(20e-6) / (x.std(axis=-1, keepdims=True) + np.float32(1e-12))
+    x[:, -1] = 0
+    return x
+
+
+def write_input(path: Path, n: int, n_subjects: int, seed: int = 0) -> list[str]:
+    """Challenge 1 layout file of ``n`` windows, gzip level 4 + shuffle, one window per chunk."""
+    rng = np.random.default_rng(seed)
+    subjects = [f"NDARBM{i:06d}" for i in range(n_subjects)]
+    ids = np.array([subjects[i * n_subjects // n].encode() for i in range(n)])
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("eeg", shape=(n, N_CH, N_T), dtype="float32", chunks=(1, N_CH, N_T),
+                              compression="gzip", compression_opts=4, shuffle=True)  # fmt: skip
+        for s in range(0, n, 500):
+            ds[s : s + 500] = synth_chunk(rng, min(500, n - s))
+        f.create_dataset("labels", data=rng.uniform(0.3, 1.5, n).astype(np.float32))
+        f.create_dataset("subject_ids", data=ids)
+        f.attrs.update(sfreq=SFREQ, release="RB", n_windows=n, n_channels=N_CH, n_timepoints=N_T)
+    return subjects
+
+
+def write_participants(path: Path, subjects: list[str]) -> None:
+    rng = np.random.default_rng(1)
+    rows = ["participant_id\trelease_number\tsex\tage\tehq_total\tp_factor\tattention\tinternalizing\texternalizing"]
+    for i, s in enumerate(subjects):
+        v = rng.normal(size=4)
+        rows.append(f"sub-{s}\tRB\t{'MF'[i % 2]}\t{8 + i % 10}\t{50 + i % 40}\t" + "\t".join(f"{x:.3f}" for x in v))
+    path.write_text("\n".join(rows) + "\n")
+
+
+class PeakRSS:
+    """Peak growth of this process's resident memory while the block runs (sampled every 5 ms)."""
+
+    def __enter__(self):
+        gc.collect()
+        self._proc = psutil.Process()
+        self.base = self._proc.memory_info().rss
+        self.peak = self.base
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop:
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def timed(fn, repeat: int = 1):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def bench_kernel(n: int, mne_windows: int, rows: list) -> None:
+    import mne
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([synth_chunk(rng, min(CHUNK, n - s)) for s in range(0, n, CHUNK)])
+    plan = WelchPlan(BandpowerParams(), SFREQ, N_T)
+    plan.compute(x[:8])  # build the matrices once (part of "one plan per file")
+
+    def ours():
+        for s in range(0, n, CHUNK):
+            plan.compute(x[s : s + CHUNK])
+
+    t_ours, _ = timed(ours, repeat=2)
+    m = n if mne_windows <= 0 else min(mne_windows, n)
+
+    def theirs():
+        for s in range(0, m, CHUNK):
+            psd, f = mne.time_frequency.psd_array_welch(
+                x[s : min(s + CHUNK, m)].astype(np.float64) * 1e6, sfreq=SFREQ, fmin=0, fmax=50,
+                n_fft=100, n_per_seg=100, n_overlap=50, window="hann", average="mean", n_jobs=1,
+                verbose=False,
+            )  # fmt: skip
+            np.stack([psd[..., (f >= lo) & (f < hi)].sum(-1) for _, lo, hi in DEFAULT_BANDS], -1)
+
+    t_mne, _ = timed(theirs)
+    per_ours, per_mne = t_ours / n, t_mne / m
+    rows.append(("kernel: project (all features)", f"{n} windows", f"{t_ours:.2f} s", f"{n / t_ours:,.0f} win/s", ""))
+    rows.append(("kernel: MNE psd_array_welch + sums", f"{m} windows", f"{t_mne:.2f} s", f"{m / t_mne:,.0f} win/s",
+                 f"speed-up {per_mne / per_ours:.1f}x (target >= 5x)"))  # fmt: skip
+
+
+def bench_end_to_end(h5: Path, n: int, work: Path, rows: list, participants: Path) -> None:
+    def bare_read():
+        with h5py.File(h5, "r") as f:
+            ds = f["eeg"]
+            for s in range(0, n, CHUNK):
+                ds[s : s + CHUNK]
+
+    t_read, _ = timed(bare_read, repeat=2)
+
+    def build():
+        out = work / f"e2e-{time.perf_counter_ns()}"
+        build_features(out, [h5], participants, BuildOptions(progress=False))
+        return out
+
+    t_build, out = timed(build)
+    t_read2, _ = timed(bare_read)
+    t_read = min(t_read, t_read2)
+    shutil.rmtree(out, ignore_errors=True)
+    size = h5.stat().st_size / 2**20
+    rows.append(("end to end: bare h5py read", f"{n} windows, {size:.0f} MiB gzip", f"{t_read:.2f} s", "", ""))
+    rows.append(("end to end: eegfs features build", "hash + read + features + Parquet", f"{t_build:.2f} s", "",
+                 f"{t_build / t_read:.2f}x the read (target <= 1.5x)"))  # fmt: skip
+
+
+def bench_online(settings: Settings, subjects: list[str], calls: int, rows: list) -> None:
+    ids = subjects[:64]
+    r = redis_client(settings.redis_url)
+    keys = [k for k in r.scan_iter(count=1000) if not k.startswith(b"eegfs:")][:64]
+
+    def raw():
+        p = r.pipeline(transaction=False)
+        for k in keys:
+            p.hgetall(k)
+        p.execute()
+
+    def percentiles(fn):
+        fn()
+        lat = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            fn()
+            lat.append(time.perf_counter() - t)
+        return np.percentile(lat, 50) * 1e3, np.percentile(lat, 99) * 1e3
+
+    p50, p99 = percentiles(raw)
+    rows.append(("online: raw redis-py pipeline HGETALL", f"{len(keys)} hashes x {calls}", f"p50 {p50:.2f} ms", f"p99 {p99:.2f} ms", ""))
+    for size, label in ((0, "cache off (cold: Feast read)"), (4096, "cache on")):
+        with FeatureStoreClient(settings, cache_size=size) as client:
+            p50, p99 = percentiles(lambda c=client: c.get_online_features(ids, "challenge1_inputs_v1"))
+            info = client.cache_info()
+        hit = info["hits"] / max(1, info["hits"] + info["misses"])
+        note = f"hit rate {hit:.1%}" + (" (target p99 <= 2 ms)" if size else "")
+        rows.append((f"online: client {label}", f"64 subjects x {calls}", f"p50 {p50:.2f} ms", f"p99 {p99:.2f} ms", note))
+    r.close()
+
+
+def bench_historical(settings: Settings, subjects: list[str], n_rows: int, rows: list) -> None:
+    from pipelines import feature_tables as ft
+
+    rng = np.random.default_rng(2)
+    manifest = ft.Manifest.load(settings.features_dir)
+    t_snap = pd.Timestamp(manifest.earliest_event_timestamp())
+    ids = rng.choice(subjects + ["NDARNOBODY"], size=n_rows)
+    ts = t_snap + pd.to_timedelta(rng.uniform(-3600, 7200, size=n_rows), unit="s")
+    ents = pd.DataFrame({"subject_id": ids, "event_timestamp": ts})
+    k = n_rows // 20
+    ents.iloc[-k:] = ents.iloc[:k].to_numpy()  # 5 % repeated (subject, time) rows
+    ents["event_timestamp"] = pd.to_datetime(ents["event_timestamp"], utc=True)
+    service = "challenge1_inputs_v1"
+
+    with FeatureStoreClient(settings, cache_size=0) as client:
+        client.get_historical_features(ents.iloc[:10], service)  # registry + imports warm-up, not data
+        client._offline_cache.clear()
+        with PeakRSS() as mem:
+            t_ours, ours = timed(lambda: client.get_historical_features(ents, service))
+        ours_mem = mem.mib
+        fs = client.store.get_feature_service(service)
+        with PeakRSS() as mem:
+            t_feast, feast_df = timed(lambda: client.store.get_historical_features(entity_df=ents, features=fs).to_df())
+        feast_mem = mem.mib
+
+    src = pd.read_parquet(settings.features_dir / "subject_features" / "challenge1")
+    cols = [c for c in ours.columns if c in src.columns and c not in ("subject_id", "event_timestamp")]
+
+    def asof():
+        left = ents.assign(row=np.arange(len(ents))).sort_values("event_timestamp")
+        right = src.sort_values("event_timestamp")[["subject_id", "event_timestamp", *cols]]
+        right = right.assign(event_timestamp=right["event_timestamp"].astype("datetime64[ns, UTC]"))
+        return pd.merge_asof(left, right, on="event_timestamp", by="subject_id").sort_values("row")
+
+    with PeakRSS() as mem:
+        t_asof, ref = timed(asof)
+    asof_mem = mem.mib
+    agree = np.array_equal(ours["rel_mean_alpha"].to_numpy(), ref["rel_mean_alpha"].to_numpy(np.float32), equal_nan=True)
+    rows.append(("historical: pandas merge_asof (band view only)", f"{n_rows} rows", f"{t_asof:.2f} s", f"{asof_mem:.0f} MiB", f"{len(ref)} rows"))
+    rows.append(("historical: Feast file (dask) store", f"{n_rows} rows", f"{t_feast:.2f} s", f"{feast_mem:.0f} MiB",
+                 f"{len(feast_df)} rows ({n_rows - len(feast_df)} dropped)"))  # fmt: skip
+    rows.append(("historical: project client", f"{n_rows} rows, {len(subjects)} subjects", f"{t_ours:.2f} s", f"{ours_mem:.0f} MiB",
+                 f"{len(ours)} rows ({n_rows - len(ours)} dropped); {t_ours / t_feast:.2f}x file store (target <= 0.5x), "
+                 f"{t_ours / t_asof:.1f}x merge_asof (target <= 10x); equals merge_asof: {agree}"))  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (2,000 windows, 20,000 entity rows, 100 calls)")
+    ap.add_argument("--windows", type=int, default=None, help="windows in the array/file (default 10,000)")
+    ap.add_argument("--mne-windows", type=int, default=None, help="windows MNE is timed on (0 = all; default 512)")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the generated data in this directory")
+    args = ap.parse_args(argv)
+    n = args.windows or (2_000 if args.quick else 10_000)
+    mne_windows = args.mne_windows if args.mne_windows is not None else (256 if args.quick else 512)
+    n_rows = 20_000 if args.quick else 100_000
+    calls = 100 if args.quick else 500
+    n_subjects = max(64, n // 40)
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="eegfs-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    h5 = work / f"bench_{n}.h5"
+    participants = work / "participants.tsv"
+    t = time.perf_counter()
+    if not h5.exists():
+        print(f"writing {h5} ({n} windows, gzip 4) ...", flush=True)
+        subjects = write_input(h5, n, n_subjects)
+    else:
+        with h5py.File(h5, "r") as f:
+            subjects = sorted({s.decode() for s in f["subject_ids"][()]})
+    write_participants(participants, subjects)
+    print(f"data ready in {time.perf_counter() - t:.1f} s; machine: {psutil.cpu_count()} CPUs", flush=True)
+
+    rows: list[tuple] = []
+    print("kernel ...", flush=True)
+    bench_kernel(n, mne_windows, rows)
+    print("end to end ...", flush=True)
+    bench_end_to_end(h5, n, work, rows, participants)
+
+    server = start_redis(free_port(), work / "redis")
+    try:
+        settings = Settings(redis_url=server.uri, data_dir=work / "store", feature_repo=ROOT / "feature_repo")
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
+        build_features(settings.features_dir, [h5], participants, BuildOptions(progress=False))
+        with FeatureStoreClient(settings) as client:
+            client.apply()
+            client.materialize()
+        print("online ...", flush=True)
+        bench_online(settings, subjects, calls, rows)
+        print("historical ...", flush=True)
+        bench_historical(settings, subjects, n_rows, rows)
+    finally:
+        stop_process(server.pid)
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("measurement", "size", "time", "rate / p99 / memory", "ratio / note", title="eegfs feature benchmark")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=200).print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
