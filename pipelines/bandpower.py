@@ -290,7 +290,7 @@ class WelchPlan:
         acc *= self._psd_scale
         return acc
 
-    def compute(self, x: np.ndarray, *, to_uv: float = 1e6) -> BandpowerResult:
+    def compute(self, x: np.ndarray, *, to_uv: float = 1e6, overwrite: bool = False) -> BandpowerResult:
         """Band-power features of a chunk of windows.
 
         Parameters
@@ -299,6 +299,8 @@ class WelchPlan:
             EEG, any float dtype; multiplied by ``to_uv`` to get uV (1e6 for volts).
         to_uv : float
             Scale from the data's unit to uV.
+        overwrite : bool
+            Allow using a float32 ``x`` as scratch space (saves a copy; its values are lost).
 
         Returns
         -------
@@ -309,12 +311,19 @@ class WelchPlan:
                 f"expected (n_windows, n_channels, {self.n_times}) data, got shape {x.shape}"
             )
         n_win, n_ch, n_t = x.shape
-        xu = np.multiply(x, np.float32(to_uv), dtype=np.float32)
-        finite_ch = np.isfinite(xu).all(axis=-1)  # (n_win, n_ch)
-        nonfinite = ~finite_ch.all(axis=-1)
+        if overwrite and x.dtype == np.float32 and x.flags.c_contiguous:
+            xu = np.multiply(x, np.float32(to_uv), out=x)
+        else:
+            xu = np.multiply(x, np.float32(to_uv), dtype=np.float32)
+        mean = xu.mean(axis=-1, keepdims=True)  # NaN/inf anywhere in a row makes its mean non-finite
+        bad_rows = ~np.isfinite(mean[..., 0])
+        nonfinite = bad_rows.any(axis=-1)
         if nonfinite.any():
+            # exact check on the suspicious windows only (a finite row can overflow float32 sums)
+            nonfinite[nonfinite] = ~np.isfinite(xu[nonfinite]).all(axis=(1, 2))
             xu[nonfinite] = 0.0
-        xu -= xu.mean(axis=-1, keepdims=True)
+            mean[nonfinite] = 0.0
+        xu -= mean
         std = np.sqrt(np.einsum("wct,wct->wc", xu, xu, dtype=np.float32) / n_t)
         flat = std < self.params.flat_std_uv
         flat[nonfinite] = False

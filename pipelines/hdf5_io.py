@@ -15,7 +15,8 @@ and a fix.
 
 Reading (:meth:`H5Windows.iter_chunks`) never loads the whole file. For the common case (chunks
 of whole windows compressed with gzip, optionally with the shuffle filter) the raw chunks are
-read with ``read_direct_chunk`` and inflated in a thread pool: ``zlib`` releases the GIL while
+read with ``read_direct_chunk`` and inflated in a thread pool (with ISA-L's ``isal_zlib`` when the
+optional ``isal`` package is installed, else ``zlib``): inflating releases the GIL while
 h5py serialises every HDF5 call behind one lock, so this is how decompression runs on several
 cores and overlaps the band-power computation. Other layouts fall back to plain h5py slicing
 (still prefetched in a background thread).
@@ -24,7 +25,6 @@ cores and overlaps the band-power computation. Other layouts fall back to plain 
 from __future__ import annotations
 
 import math
-import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +33,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+try:  # ISA-L's inflate is about 1.5-3x faster than zlib's and also releases the GIL
+    from isal import isal_zlib as _inflate_lib
+except ImportError:  # optional dependency: plain zlib gives the same bytes
+    import zlib as _inflate_lib
 
 from pipelines.bandpower import unit_scale_to_uv
 from pipelines.errors import InputDataError
@@ -227,11 +232,11 @@ class H5Windows:
             try:
                 # filter_mask bit i set = filter i of the pipeline was skipped for this chunk
                 deflate_bit = 0b10 if shuffled else 0b01
-                buf = raw if mask & deflate_bit else zlib.decompress(raw)
+                buf = raw if mask & deflate_bit else _inflate_lib.decompress(raw)
                 if shuffled and not (mask & 0b01):
                     b = np.frombuffer(buf, np.uint8)
                     buf = b.reshape(dtype.itemsize, -1).T.tobytes()
-            except (zlib.error, ValueError) as exc:
+            except (_inflate_lib.error, ValueError) as exc:
                 raise self._error(f"chunk at window {c0} does not inflate", exc) from exc
             arr = np.frombuffer(buf, dtype=dtype)
             if arr.size != chunk_items:
