@@ -18,10 +18,12 @@ stopped when rerun.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -279,21 +281,18 @@ def _build_participants(
     return FileResult(path, sid, "rebuilt" if old else "built", n_subjects=n)
 
 
-def _input_sha256(manifest: ft.Manifest, path: Path, force: bool) -> str:
-    """SHA-256 of ``path``, reusing the manifest's cache when size and mtime are unchanged."""
+def _cached_sha256(manifest: ft.Manifest, path: Path) -> str | None:
+    """The manifest's SHA-256 of ``path`` when its size and mtime are unchanged, else None."""
     st = path.stat()
-    key = str(path)
-    cached = manifest.hash_cache.get(key)
-    if (
-        not force
-        and cached
-        and cached.get("size") == st.st_size
-        and cached.get("mtime_ns") == st.st_mtime_ns
-    ):
+    cached = manifest.hash_cache.get(str(path))
+    if cached and cached.get("size") == st.st_size and cached.get("mtime_ns") == st.st_mtime_ns:
         return cached["sha256"]
-    sha = ft.file_sha256(path)
-    manifest.hash_cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
-    return sha
+    return None
+
+
+def _hash_file(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return ft.file_sha256(path), st.st_size, st.st_mtime_ns
 
 
 def _snapshot_id(w: H5Windows, sha: str, opts: BuildOptions) -> str:
@@ -317,32 +316,45 @@ def _snapshot_id(w: H5Windows, sha: str, opts: BuildOptions) -> str:
 def _build_files(
     features_dir: Path, manifest: ft.Manifest, opened: list[H5Windows], opts: BuildOptions
 ) -> list[FileResult]:
+    """Skip unchanged inputs, compute the others.
+
+    An input whose hash is not cached is hashed in a background thread while its features are
+    already being computed (hashlib releases the GIL); its window rows are held back until the
+    snapshot id is known, and the work is dropped if that snapshot turns out to exist.
+    """
     from tqdm.auto import tqdm
 
-    todo: list[tuple[H5Windows, str, dict | None]] = []
+    todo: list[tuple[H5Windows, Future]] = []
     results: dict[Path, FileResult] = {}
-    for w in opened:
-        sha = _input_sha256(manifest, w.path, opts.force)
-        sid = _snapshot_id(w, sha, opts)
-        old = manifest.snapshots.get(sid)
-        if old is not None and not opts.force:
-            results[w.path] = FileResult(
-                w.path, sid, "skipped", w.layout.challenge, old.get("n_windows", 0),
-                old.get("n_subjects", 0), old.get("n_good_windows", 0),
-            )  # fmt: skip
-        else:
-            todo.append((w, sid, old))
-    manifest.save()  # keep the hash cache even if nothing is computed
-    total = sum(w.n_windows for w, _, _ in todo)
-    with tqdm(total=total, unit="win", desc="features", disable=not opts.progress) as bar:
-        for w, sid, old in todo:
-            bar.set_postfix_str(w.path.name)
-            results[w.path] = _build_one(features_dir, manifest, w, sid, old, _sha_of(manifest, w), opts, bar)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
+        for w in opened:
+            sha = None if opts.force else _cached_sha256(manifest, w.path)
+            if sha is None:
+                todo.append((w, hasher.submit(_hash_file, w.path)))
+                continue
+            sid = _snapshot_id(w, sha, opts)
+            old = manifest.snapshots.get(sid)
+            if old is not None:
+                results[w.path] = _skipped(w, sid, old)
+            else:
+                done: Future = Future()
+                st = w.path.stat()
+                done.set_result((sha, st.st_size, st.st_mtime_ns))
+                todo.append((w, done))
+        total = sum(w.n_windows for w, _ in todo)
+        with tqdm(total=total, unit="win", desc="features", disable=not opts.progress) as bar:
+            for w, sha_future in todo:
+                bar.set_postfix_str(w.path.name)
+                results[w.path] = _build_one(features_dir, manifest, w, sha_future, opts, bar)
+    manifest.save()  # keeps the hash cache even when everything was skipped
     return [results[w.path] for w in opened]
 
 
-def _sha_of(manifest: ft.Manifest, w: H5Windows) -> str:
-    return manifest.hash_cache[str(w.path)]["sha256"]
+def _skipped(w: H5Windows, sid: str, old: dict) -> FileResult:
+    return FileResult(
+        w.path, sid, "skipped", w.layout.challenge, old.get("n_windows", 0),
+        old.get("n_subjects", 0), old.get("n_good_windows", 0),
+    )  # fmt: skip
 
 
 @dataclass
@@ -384,9 +396,7 @@ def _build_one(
     features_dir: Path,
     manifest: ft.Manifest,
     w: H5Windows,
-    sid: str,
-    old: dict | None,
-    sha: str,
+    sha_future: Future,
     opts: BuildOptions,
     bar,
 ) -> FileResult:
@@ -396,7 +406,6 @@ def _build_one(
     plan = WelchPlan(params, w.sfreq, w.n_times)
     ref = w.reference_mask
     created = ft.utc_now()
-    event_ts = datetime.fromisoformat(old["event_timestamp"]) if old else created
     challenge = w.layout.challenge
     codes, subjects = pd.factorize(pd.Series(w.subject_ids), sort=False)
     codes = codes.astype(np.int64)
@@ -404,25 +413,27 @@ def _build_one(
     chan_mean_rel = np.full((w.n_windows, len(bands)), np.nan, np.float32)
     good_all = np.zeros(w.n_windows, bool)
     n_nonfinite = n_flat_windows = 0
+    ident: dict = {}  # sid, old, sha, event_ts once the hash is known
+    pending: list[tuple] = []
 
-    schema_meta = {
-        b"eegfs.channel_names": _json(w.channel_names),
-        b"eegfs.bands": _json(params.to_dict()["bands"]),
-        b"eegfs.params": _json(params.to_dict()),
-        b"eegfs.snapshot_id": sid.encode(),
-        b"eegfs.source": str(w.path.name).encode(),
-        b"eegfs.code_version": FEATURE_CODE_VERSION.encode(),
-        b"eegfs.units": b"abs_*: uV^2; logabs_*: log10(uV^2); rel_*: fraction of total power",
-    }
-    win_schema = _window_schema(bands).with_metadata(schema_meta)
-    win_final = ft.table_path(features_dir, ft.WINDOW_FEATURES, sid, challenge)
-    with ft.atomic_target(win_final) as win_tmp:
-        # dictionary encoding only for the repeated strings: trying it on float lists costs 4x
-        with pq.ParquetWriter(
-            win_tmp, win_schema, compression="snappy",
-            use_dictionary=["subject_id", "release", "snapshot_id"], write_statistics=False,
-        ) as writer:  # fmt: skip
-            for start, x in w.iter_chunks(opts.chunk_windows, workers=opts.workers):
+    def resolve() -> bool:
+        """Learn the snapshot id; True when that snapshot exists (and no --force)."""
+        sha, size, mtime_ns = sha_future.result()
+        manifest.hash_cache[str(w.path)] = {"size": size, "mtime_ns": mtime_ns, "sha256": sha}
+        sid = _snapshot_id(w, sha, opts)
+        old = manifest.snapshots.get(sid)
+        event_ts = datetime.fromisoformat(old["event_timestamp"]) if old else created
+        ident.update(sid=sid, old=old, sha=sha, event_ts=event_ts)
+        return old is not None and not opts.force
+
+    with contextlib.ExitStack() as stack:
+        writer = None
+        chunks = w.iter_chunks(opts.chunk_windows, workers=opts.workers)
+        stack.callback(chunks.close)
+        while True:
+            item = next(chunks, None)
+            if item is not None:
+                start, x = item
                 stop = start + x.shape[0]
                 r = plan.compute(x, to_uv=w.to_uv, overwrite=True)
                 n_flat, good = window_quality(r, ref, max_flat_fraction=opts.max_flat_fraction)
@@ -434,11 +445,44 @@ def _build_one(
                     chan_mean_rel[start:stop] = np.nanmean(r.rel_power, axis=1)
                     ent_mean = np.nanmean(r.spectral_entropy, axis=1).astype(np.float32)
                 acc.add(codes[start:stop], good, r.log_abs_power, r.rel_power, r.spectral_entropy)
-                writer.write_batch(
-                    _window_batch(w, sid, start, stop, event_ts, created, bands, r, ent_mean, good, n_flat, win_schema)
-                )
+                pending.append((start, stop, r, ent_mean, good, n_flat))
                 bar.update(stop - start)
-        # window file complete: write the small tables, then rename everything into place
+            if writer is None and (sha_future.done() or item is None):
+                if resolve():
+                    bar.update(w.n_windows - (pending[-1][1] if pending else 0))
+                    return _skipped(w, ident["sid"], ident["old"])
+                sid = ident["sid"]
+                schema_meta = {
+                    b"eegfs.channel_names": _json(w.channel_names),
+                    b"eegfs.bands": _json(params.to_dict()["bands"]),
+                    b"eegfs.params": _json(params.to_dict()),
+                    b"eegfs.snapshot_id": sid.encode(),
+                    b"eegfs.source": str(w.path.name).encode(),
+                    b"eegfs.code_version": FEATURE_CODE_VERSION.encode(),
+                    b"eegfs.units": b"abs_*: uV^2; logabs_*: log10(uV^2); rel_*: fraction of total power",
+                }
+                win_schema = _window_schema(bands).with_metadata(schema_meta)
+                win_final = ft.table_path(features_dir, ft.WINDOW_FEATURES, sid, challenge)
+                win_tmp = stack.enter_context(ft.atomic_target(win_final))
+                # dictionary encoding only for the repeated strings: trying it on float lists costs 4x
+                writer = stack.enter_context(
+                    pq.ParquetWriter(
+                        win_tmp, win_schema, compression="snappy",
+                        use_dictionary=["subject_id", "release", "snapshot_id"], write_statistics=False,
+                    )  # fmt: skip
+                )
+            if writer is not None:
+                for p_start, p_stop, p_r, p_ent, p_good, p_flat in pending:
+                    writer.write_batch(
+                        _window_batch(w, sid, p_start, p_stop, ident["event_ts"], created, bands,
+                                      p_r, p_ent, p_good, p_flat, win_schema)  # fmt: skip
+                    )
+                pending.clear()
+            if item is None:
+                break
+        writer.close()
+        old, sha, event_ts = ident["old"], ident["sha"], ident["event_ts"]
+        # window rows complete: write the small tables, then rename everything into place
         files = {ft.WINDOW_FEATURES: win_final}
         labels_table = _window_labels_table(w, sid, event_ts, created)
         files[ft.WINDOW_LABELS] = ft.table_path(features_dir, ft.WINDOW_LABELS, sid, challenge)

@@ -118,6 +118,21 @@ def test_rerun_skips_unchanged_and_changed_input_adds_a_snapshot(tmp_path, input
     assert subj.groupby("subject_id")["snapshot_id"].nunique().eq(2).all()
 
 
+def test_touched_but_unchanged_input_is_skipped_after_hashing(tmp_path, inputs):
+    import os
+
+    c2, _, tsv = inputs
+    fdir = tmp_path / "features"
+    build_features(fdir, [c2.path], tsv, OPTS)
+    before = _files(fdir)
+    st = c2.path.stat()
+    os.utime(c2.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # new mtime, same bytes
+    again = build_features(fdir, [c2.path], tsv, OPTS)
+    assert again.files[0].status == "skipped" and _files(fdir) == before
+    assert _manifest(fdir)["hash_cache"][str(c2.path.resolve())]["mtime_ns"] == st.st_mtime_ns + 10**9
+    assert not list(fdir.rglob(".*.tmp"))
+
+
 def test_force_recomputes_but_keeps_event_timestamp(tmp_path, inputs):
     c2, _, tsv = inputs
     fdir = tmp_path / "features"
