@@ -23,8 +23,10 @@ from typing import Any
 
 import gridfs
 from bson import ObjectId
+from pymongo import UpdateOne
 from pymongo.database import Database
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     OperationFailure,
@@ -81,49 +83,112 @@ class OpApplier:
         else:
             raise ValueError(f"unknown tracking op {kind!r}; expected one of {OP_KINDS}")
 
+    def apply_many(self, ops: list[dict[str, Any]]) -> None:
+        """Apply ``ops`` in order with few round trips, with the same result as one by one.
+
+        Consecutive ops of one kind on one database are grouped: creates, updates and epochs
+        become one ordered ``bulk_write`` each (plus one for the experiments they touch), step
+        metric batches for one bucket become one ``$push``. A group that hits a duplicate key
+        (a concurrent upsert, or a replay of a batch already stored) is redone op by op, which
+        is idempotent. Checkpoints are applied alone (transaction, upload).
+
+        Raises
+        ------
+        ApplyError
+            Wrapping the first failure, with the index of the first op that may not be applied.
+        """
+        start = 0
+        while start < len(ops):
+            kind, db_name = ops[start]["op"], ops[start]["db"]
+            end = start + 1
+            if kind != "checkpoint":
+                while end < len(ops) and ops[end]["op"] == kind and ops[end]["db"] == db_name:
+                    end += 1
+            group = ops[start:end]
+            try:
+                if len(group) == 1 or kind == "checkpoint":
+                    for op in group:
+                        self.apply(op)
+                else:
+                    try:
+                        self._apply_group(self.client[db_name], kind, group)
+                    except (DuplicateKeyError, BulkWriteError) as exc:
+                        if not _is_duplicate_key(exc):
+                            raise
+                        for op in group:
+                            self.apply(op)
+            except Exception as exc:
+                raise ApplyError(start, exc) from exc
+            start = end
+
+    def _apply_group(self, db: Database, kind: str, group: list[dict[str, Any]]) -> None:
+        if kind == "create":
+            db[EXPERIMENTS].bulk_write([
+                UpdateOne({"_id": op["doc"]["_id"]}, {"$setOnInsert": _without_id(op["doc"])}, upsert=True)
+                for op in group
+            ])  # fmt: skip
+        elif kind == "update":
+            db[EXPERIMENTS].bulk_write([UpdateOne({"_id": op["id"]}, op["update"]) for op in group])
+        elif kind == "epoch":
+            db[EPOCHS].bulk_write([
+                UpdateOne({"experiment_id": op["experiment_id"], "epoch": op["epoch"]},
+                          _epoch_update(op), upsert=True)
+                for op in group
+            ])  # fmt: skip
+            db[EXPERIMENTS].bulk_write(_epoch_experiment_updates(group))
+        elif kind == "metrics":
+            buckets: list[list[dict[str, Any]]] = []
+            for op in group:
+                if buckets and buckets[-1][0]["bucket_id"] == op["bucket_id"]:
+                    buckets[-1].append(op)
+                else:
+                    buckets.append([op])
+            for ops in buckets:
+                try:
+                    _push_batches(db, ops)
+                except DuplicateKeyError:
+                    # Some of these batches are stored already (a replay): one by one, each
+                    # batch id guards itself.
+                    for op in ops:
+                        _push_batches(db, [op], ignore_duplicate=True)
+            heartbeats: dict[Any, Any] = {}
+            for op in group:
+                if op.get("heartbeat") is not None:
+                    heartbeats[op["experiment_id"]] = max(
+                        op["heartbeat"], heartbeats.get(op["experiment_id"], op["heartbeat"])
+                    )
+            if heartbeats:
+                db[EXPERIMENTS].bulk_write(
+                    [
+                        UpdateOne({"_id": k}, {"$max": {"heartbeat": v}})
+                        for k, v in heartbeats.items()
+                    ]
+                )
+        else:
+            for op in group:
+                self.apply(op)
+
     # --- epochs -------------------------------------------------------------------------------
     @staticmethod
     def _apply_epoch(db: Database, op: dict[str, Any]) -> None:
-        exp_id, epoch, at = op["experiment_id"], op["epoch"], op["at"]
-        update = {
-            "$set": {"metrics": op["metrics"], "logged_at": at, "host": op.get("host")},
-            "$setOnInsert": {"_id": op["id"], "experiment_id": exp_id, "epoch": epoch},
-        }
+        exp_id, epoch = op["experiment_id"], op["epoch"]
         # Two concurrent upserts on one unique key: one inserts, the other gets a duplicate key
         # error and, retried, becomes an update. Retrying is safe because $set is idempotent.
         for attempt in range(3):
             try:
                 db[EPOCHS].update_one(
-                    {"experiment_id": exp_id, "epoch": epoch}, update, upsert=True
+                    {"experiment_id": exp_id, "epoch": epoch}, _epoch_update(op), upsert=True
                 )
                 break
             except DuplicateKeyError:
                 if attempt == 2:
                     raise
-        db[EXPERIMENTS].update_one(
-            {"_id": exp_id, "last_epoch": {"$not": {"$gt": epoch}}},
-            {"$set": {"last_epoch": epoch, "last_metrics": op["metrics"]}},
-        )
-        db[EXPERIMENTS].update_one({"_id": exp_id}, {"$max": {"heartbeat": at}})
+        db[EXPERIMENTS].bulk_write(_epoch_experiment_updates([op]))
 
     # --- step metrics -------------------------------------------------------------------------
     @staticmethod
     def _apply_metrics(db: Database, op: dict[str, Any]) -> None:
-        points = op["points"]
-        # A DuplicateKeyError means the bucket exists and already holds this batch: the filter
-        # did not match, so the upsert tried to insert a second document with the same _id.
-        with contextlib.suppress(DuplicateKeyError):
-            db[METRICS].update_one(
-                {"_id": op["bucket_id"], "batch_ids": {"$ne": op["batch_id"]}},
-                {
-                    "$push": {"points": {"$each": points}, "batch_ids": op["batch_id"]},
-                    "$inc": {"n": len(points)},
-                    "$min": {"first_step": op["first_step"]},
-                    "$max": {"last_step": op["last_step"]},
-                    "$setOnInsert": {"experiment_id": op["experiment_id"]},
-                },
-                upsert=True,
-            )
+        _push_batches(db, [op], ignore_duplicate=True)
         if op.get("heartbeat") is not None:
             db[EXPERIMENTS].update_one(
                 {"_id": op["experiment_id"]}, {"$max": {"heartbeat": op["heartbeat"]}}
@@ -212,6 +277,85 @@ class OpApplier:
         if blob is not None and status == "uploaded":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(blob)
+
+
+class ApplyError(Exception):
+    """An op of a group failed; ops before ``index`` are applied, the rest may not be."""
+
+    def __init__(self, index: int, cause: BaseException) -> None:
+        super().__init__(f"op {index}: {type(cause).__name__}: {cause}")
+        self.index = index
+        self.cause = cause
+
+
+def _is_duplicate_key(exc: BaseException) -> bool:
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors", [])
+        return (
+            bool(errors)
+            and all(e.get("code") == 11000 for e in errors)
+            and not exc.details.get("writeConcernErrors")
+        )
+    return False
+
+
+def _epoch_update(op: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "$set": {"metrics": op["metrics"], "logged_at": op["at"], "host": op.get("host")},
+        "$setOnInsert": {
+            "_id": op["id"],
+            "experiment_id": op["experiment_id"],
+            "epoch": op["epoch"],
+        },
+    }
+
+
+def _epoch_experiment_updates(ops: list[dict[str, Any]]) -> list[UpdateOne]:
+    """Experiment updates equivalent to applying the epoch ``ops`` in order: last epoch and
+    its metrics (the highest epoch; among equal epochs the last logged), newest heartbeat."""
+    last: dict[Any, dict[str, Any]] = {}
+    beat: dict[Any, Any] = {}
+    for op in ops:
+        exp = op["experiment_id"]
+        if exp not in last or op["epoch"] >= last[exp]["epoch"]:
+            last[exp] = op
+        beat[exp] = max(op["at"], beat.get(exp, op["at"]))
+    updates = []
+    for exp, op in last.items():
+        updates.append(UpdateOne({"_id": exp, "last_epoch": {"$not": {"$gt": op["epoch"]}}},
+                                 {"$set": {"last_epoch": op["epoch"], "last_metrics": op["metrics"]}}))  # fmt: skip
+        updates.append(UpdateOne({"_id": exp}, {"$max": {"heartbeat": beat[exp]}}))
+    return updates
+
+
+def _push_batches(
+    db: Database, ops: list[dict[str, Any]], *, ignore_duplicate: bool = False
+) -> None:
+    """Push the points of metric batches ``ops`` (all for one bucket) in one update.
+
+    The bucket keeps the ids of the batches it holds; the filter skips the update when any of
+    them is there already, and the upsert then fails on the bucket's _id (duplicate key).
+    """
+    batch_ids = [op["batch_id"] for op in ops]
+    points = [p for op in ops for p in op["points"]]
+    try:
+        db[METRICS].update_one(
+            {"_id": ops[0]["bucket_id"], "batch_ids": {"$nin": batch_ids}},
+            {
+                "$push": {"points": {"$each": points}, "batch_ids": {"$each": batch_ids}},
+                "$inc": {"n": len(points)},
+                "$min": {"first_step": min(op["first_step"] for op in ops)},
+                "$max": {"last_step": max(op["last_step"] for op in ops)},
+                "$setOnInsert": {"experiment_id": ops[0]["experiment_id"]},
+            },
+            upsert=True,
+        )
+    except DuplicateKeyError:
+        # One batch: it is stored already, nothing to do. Several: the caller splits them.
+        if not ignore_duplicate:
+            raise
 
 
 def _without_id(doc: dict[str, Any]) -> dict[str, Any]:

@@ -462,6 +462,7 @@ class Run:
         self._bucket_id: ObjectId | None = None
         self._bucket_points = 0
         self._last_heartbeat = 0.0
+        self._host = socket.gethostname()
 
     def __repr__(self) -> str:
         return f"Run(id={self.id}, name={self.name!r}, status={self._finished or RUNNING!r})"
@@ -504,10 +505,9 @@ class Run:
         values = clean_metrics(metrics, f"log_epoch({epoch}) metrics")
         with self._lock:
             self._check_active()
-            self.flush_metrics()  # step points before the epoch that summarises them
             now = utcnow()
             self._submit({"op": "epoch", "id": ObjectId(), "experiment_id": self.id, "epoch": epoch,
-                          "metrics": values, "at": now, "host": socket.gethostname()})  # fmt: skip
+                          "metrics": values, "at": now, "host": self._host})  # fmt: skip
             self._last_heartbeat = time.monotonic()
             self._last_epoch = epoch if self._last_epoch is None else max(self._last_epoch, epoch)
 
@@ -515,7 +515,7 @@ class Run:
         """Buffer step-level metrics; they are written in batches into bounded bucket documents.
 
         A batch is sent every ``METRICS_BATCH_POINTS`` points or ``METRICS_FLUSH_INTERVAL_S``
-        seconds, and at every epoch, checkpoint, finish, flush and close.
+        seconds (checked at each call), and at finish, flush, close and before any read.
         """
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
@@ -572,7 +572,6 @@ class Run:
             )
         with self._lock:
             self._check_active()
-            self.flush_metrics()
             ckpt_id, file_id, blob = ObjectId(), None, None
             if upload:
                 file_id = ObjectId()
@@ -585,7 +584,7 @@ class Run:
                 "experiment_id": self.id,
                 "epoch": epoch,
                 "path": str(source),
-                "host": socket.gethostname(),
+                "host": self._host,
                 "size_bytes": source.stat().st_size,
                 "sha256": digest,
                 "metrics": values,

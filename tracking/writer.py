@@ -24,7 +24,7 @@ from typing import Any
 
 import pymongo
 
-from tracking.ops import OpApplier, is_transient
+from tracking.ops import ApplyError, OpApplier, is_transient
 from tracking.spool import SpoolFile, encode
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,19 @@ class _Barrier:
 
 class _Stop:
     pass
+
+
+class _Retry:
+    """Try to reconnect now (a read or an explicit flush wants the server)."""
+
+
+class _Offline(Exception):
+    """The server stopped answering at op ``index`` of a list."""
+
+    def __init__(self, index: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.index = index
+        self.cause = cause
 
 
 class Writer:
@@ -97,14 +110,18 @@ class Writer:
             raise RuntimeError("the tracking writer is stopped")
         self._queue.put(op)
 
-    def flush(self, timeout_s: float | None = None) -> bool:
+    def flush(self, timeout_s: float | None = None, *, retry: bool = True) -> bool:
         """Wait until every op queued so far is applied or spooled.
 
-        Returns True when all of them reached MongoDB (nothing left in the spool).
+        With ``retry``, a writer that is offline tries to reconnect (and replay) right away
+        instead of waiting for its next scheduled attempt. Returns True when all of them
+        reached MongoDB (nothing left in the spool).
         """
         if not self._thread.is_alive():
             return self.online and self.spool.count == 0
         barrier = _Barrier()
+        if retry:
+            self._queue.put(_Retry())
         self._queue.put(barrier)
         barrier.done.wait(timeout_s)
         return barrier.done.is_set() and barrier.synced
@@ -114,6 +131,7 @@ class Writer:
         if not self._thread.is_alive():
             return self.online and self.spool.count == 0
         barrier = _Barrier()
+        self._queue.put(_Retry())  # a last reconnection attempt when offline
         self._queue.put(barrier)
         self._queue.put(_Stop())
         self._stopped.set()
@@ -149,6 +167,8 @@ class Writer:
                 ops = []
                 if isinstance(item, _Stop):
                     stopping = True
+                    continue
+                if isinstance(item, _Retry):
                     if not self._synced():
                         self._try_connect(force=True)
                     continue
@@ -157,6 +177,18 @@ class Writer:
             self._process(ops)
             if not self._synced() and time.monotonic() >= self._next_retry:
                 self._try_connect()
+        # Writes that raced with stop(): apply or spool them too.
+        leftovers = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, dict):
+                leftovers.append(item)
+            elif isinstance(item, _Barrier):
+                item.done.set()
+        self._process(leftovers)
         self.spool.close()
 
     def _synced(self) -> bool:
@@ -168,16 +200,34 @@ class Writer:
         if not self._synced():
             self._spool(ops)
             return
-        for index, op in enumerate(ops):
+        try:
+            self._apply(ops)
+        except _Offline as offline:
+            self._go_offline(offline.cause)
+            self._spool(ops[offline.index :])
+
+    def _apply(self, ops: list[dict[str, Any]]) -> None:
+        """Apply ``ops`` in groups; a rejected op is set aside, a lost connection raises _Offline."""
+        start = 0
+        while start < len(ops):
             try:
-                self.applier.apply(op)
-                self.applied += 1
-            except Exception as exc:  # noqa: BLE001 - sorted into transient / rejected below
-                if is_transient(exc):
-                    self._go_offline(exc)
-                    self._spool(ops[index:])
-                    return
-                self._reject(op, exc)
+                self.applier.apply_many(ops[start:])
+                self.applied += len(ops) - start
+                return
+            except ApplyError as exc:
+                failed = start + exc.index
+                self.applied += exc.index
+                if is_transient(exc.cause):
+                    raise _Offline(failed, exc.cause) from exc
+                # One op of the group is bad: apply the group's ops one by one to find it.
+                try:
+                    self.applier.apply(ops[failed])
+                    self.applied += 1
+                except Exception as single:  # noqa: BLE001 - sorted below
+                    if is_transient(single):
+                        raise _Offline(failed, single) from single
+                    self._reject(ops[failed], single)
+                start = failed + 1
 
     def _spool(self, ops: list[dict[str, Any]]) -> None:
         self.spool.append(ops)
@@ -214,15 +264,20 @@ class Writer:
     def _replay(self) -> None:
         if self.spool.count == 0:
             return
+        batch: list[dict[str, Any]] = []
         for op in self.spool.records():
-            try:
-                self.applier.apply(op)
-                self.applied += 1
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                self._reject(op, exc)
+            batch.append(op)
+            if len(batch) >= MAX_BATCH:
+                self._replay_batch(batch)
+                batch = []
+        self._replay_batch(batch)
         self.spool.clear()
+
+    def _replay_batch(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            self._apply(batch)
+        except _Offline as offline:
+            raise offline.cause from offline
 
     def _reject(self, op: dict[str, Any], exc: BaseException) -> None:
         self.rejected += 1
