@@ -210,3 +210,16 @@ def test_cli_sync_models_subjects_datasets_backup(cli_env, tracker, db, tmp_path
         client = mongo_client(settings.mongo_uri)
         client.drop_database(settings.mongo_db + "_cli")
         client.close()
+
+
+def test_cli_watch_prints_epochs_of_a_finished_run(cli_env, tracker):
+    run = start_example_run(tracker)
+    run.log_epoch(0, {"val_loss": 0.5})
+    run.log_epoch(1, {"val_loss": 0.25})
+    run.finish()
+    tracker.flush()
+    for extra in ([], ["--poll", "--interval", "0.1"]):
+        result = _run(cli_env, "runs", "watch", str(run.id), "--timeout", "30", *extra)
+        assert result.exit_code == 0, result.output
+        lines = [line for line in result.output.splitlines() if "epoch" in line]
+        assert len(lines) == 2 and "val_loss=0.25" in lines[1]

@@ -203,3 +203,25 @@ def test_sync_skips_the_spool_of_a_live_tracker(settings, tmp_path):
         tracker.close()
     assert tracker.spool_path.exists()
     assert sync_spool(settings).applied == 1
+
+
+def test_sync_sets_aside_a_write_mongodb_rejects(settings, db):
+    import datetime as dt
+
+    from tracking.spool import SpoolFile
+
+    exp = ObjectId()
+    at = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    spool = SpoolFile(settings.data_dir / "tracking" / "spool")
+    spool.append([
+        {"op": "create", "db": settings.mongo_db, "doc": {"_id": exp, "name": "x", "status": "running"}},
+        {"op": "update", "db": settings.mongo_db, "id": exp, "update": {"$bogus": {"a": 1}}},
+        {"op": "epoch", "db": settings.mongo_db, "id": ObjectId(), "experiment_id": exp, "epoch": 0,
+         "metrics": {"val_loss": 1.0}, "at": at, "host": "h"},
+    ])  # fmt: skip
+    spool.close()
+    report = sync_spool(settings)
+    assert (report.applied, report.rejected) == (2, 1)
+    assert db.epochs.count_documents({"experiment_id": exp}) == 1
+    rejected = list((settings.data_dir / "tracking" / "spool").glob("rejected-*.jsonl"))
+    assert len(rejected) == 1 and "$bogus" in rejected[0].read_text()

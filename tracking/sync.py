@@ -11,11 +11,14 @@ import pymongo
 from services.connections import mask_uri, mongo_client
 from services.settings import Settings
 from tracking.errors import TrackingUnavailableError
-from tracking.ops import OpApplier, is_transient
+from tracking.ops import ApplyError, OpApplier, is_transient
 from tracking.schema import ensure_indexes
 from tracking.spool import SPOOL_GLOB, default_spool_dir, encode, locked, read_records
 
 log = logging.getLogger(__name__)
+
+#: Spooled records applied per group.
+BATCH = 500
 
 
 @dataclass
@@ -73,26 +76,51 @@ def sync_spool(
                 if not mine:
                     report.busy_files.append(path)
                     continue
+                batch: list[dict] = []
                 for record in read_records(path):
                     if record["db"] not in indexed:
                         ensure_indexes(client[record["db"]])
                         indexed.add(record["db"])
-                    try:
-                        applier.apply(record)
-                        report.applied += 1
-                    except Exception as exc:
-                        if is_transient(exc):
-                            raise TrackingUnavailableError(
-                                f"MongoDB stopped answering while replaying {path} "
-                                f"({type(exc).__name__}); the file is kept, run the sync again"
-                            ) from exc
-                        report.rejected += 1
-                        _record_rejected(path, record, exc)
+                    batch.append(record)
+                    if len(batch) >= BATCH:
+                        _replay(applier, batch, path, report)
+                        batch = []
+                _replay(applier, batch, path, report)
                 path.unlink()
                 report.replayed_files.append(path)
     finally:
         client.close()
     return report
+
+
+def _replay(applier: OpApplier, ops: list[dict], path: Path, report: SyncReport) -> None:
+    """Apply ``ops`` in groups; set aside the ones MongoDB rejects, stop on a lost connection."""
+    start = 0
+    while start < len(ops):
+        try:
+            applier.apply_many(ops[start:])
+            report.applied += len(ops) - start
+            return
+        except ApplyError as exc:
+            failed = start + exc.index
+            report.applied += exc.index
+            cause = exc.cause
+            if not is_transient(cause):
+                try:
+                    applier.apply(ops[failed])
+                    report.applied += 1
+                    cause = None
+                except Exception as single:  # noqa: BLE001 - sorted below
+                    cause = single
+            if cause is not None and is_transient(cause):
+                raise TrackingUnavailableError(
+                    f"MongoDB stopped answering while replaying {path} ({type(cause).__name__}); "
+                    "the file is kept, run the sync again"
+                ) from cause
+            if cause is not None:
+                report.rejected += 1
+                _record_rejected(path, ops[failed], cause)
+            start = failed + 1
 
 
 def _record_rejected(path: Path, record: dict, exc: BaseException) -> None:
