@@ -313,3 +313,8 @@ def test_tracking_imports_only_services():
                 assert top not in ("pipelines", "training", "dashboard", "eegfs"), (
                     f"{path.name} imports {name}"
                 )
+
+
+def test_invalid_mongo_uri_is_a_clear_error(settings):
+    with pytest.raises(TrackingError, match="not a valid MongoDB address"):
+        Tracker(settings.with_overrides(mongo_uri="http://localhost:27017"))

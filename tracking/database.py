@@ -10,7 +10,7 @@ from pymongo.database import Database
 
 from services.connections import mask_uri, mongo_client
 from services.settings import Settings
-from tracking.errors import TrackingUnavailableError
+from tracking.errors import TrackingError, TrackingUnavailableError
 from tracking.schema import ensure_indexes
 
 
@@ -25,7 +25,13 @@ def open_database(
     TrackingUnavailableError
         When MongoDB does not answer within ``timeout_s`` (the address is shown masked).
     """
-    client = mongo_client(settings.mongo_uri)
+    try:
+        client = mongo_client(settings.mongo_uri)
+    except pymongo.errors.ConfigurationError as exc:
+        raise TrackingError(
+            f"MONGO_URI {mask_uri(settings.mongo_uri)} is not a valid MongoDB address ({exc}); "
+            "expected mongodb://[user:password@]host:port/[?options]"
+        ) from exc
     try:
         try:
             with pymongo.timeout(timeout_s):

@@ -121,7 +121,13 @@ class Tracker:
             Path(spool_dir) if spool_dir is not None else default_spool_dir(settings.data_dir)
         )
         self.db_name = settings.mongo_db
-        self.client = mongo_client(settings.mongo_uri, appname="eegfs-tracking")
+        try:
+            self.client = mongo_client(settings.mongo_uri, appname="eegfs-tracking")
+        except pymongo.errors.ConfigurationError as exc:  # InvalidURI is one
+            raise TrackingError(
+                f"MONGO_URI {mask_uri(settings.mongo_uri)} is not a valid MongoDB address ({exc}); "
+                "expected mongodb://[user:password@]host:port/[?options]"
+            ) from exc
         self.db = self.client[self.db_name]
         self._closed = False
         self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
