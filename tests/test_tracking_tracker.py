@@ -318,3 +318,25 @@ def test_tracking_imports_only_services():
 def test_invalid_mongo_uri_is_a_clear_error(settings):
     with pytest.raises(TrackingError, match="not a valid MongoDB address"):
         Tracker(settings.with_overrides(mongo_uri="http://localhost:27017"))
+
+
+def test_a_forked_child_cannot_write_through_the_parents_tracker(tracker):
+    import multiprocessing
+
+    run = start_example_run(tracker)
+    tracker.flush()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child():
+        try:
+            run.log_epoch(0, {"val_loss": 1.0})
+            queue.put("wrote")
+        except TrackingError as exc:
+            queue.put(str(exc))
+
+    process = ctx.Process(target=child)
+    process.start()
+    message = queue.get(timeout=60)
+    process.join(60)
+    assert "cannot write from process" in message

@@ -130,6 +130,7 @@ class Tracker:
             ) from exc
         self.db = self.client[self.db_name]
         self._closed = False
+        self._pid = os.getpid()
         self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
         self._spool = SpoolFile(self.spool_dir)
         # Indexes are created by the writer as soon as the server answers, so constructing a
@@ -175,7 +176,7 @@ class Tracker:
         When MongoDB is away the spool file is left for the next automatic replay or
         ``eegfs runs sync``. Calling close twice is harmless.
         """
-        if self._closed:
+        if self._closed or os.getpid() != self._pid:
             return
         for run in list(self._runs):
             with contextlib.suppress(TrackingError):
@@ -194,6 +195,13 @@ class Tracker:
 
     def _submit(self, op: dict[str, Any]) -> None:
         self._check_open()
+        if os.getpid() != self._pid:
+            # A forked child (e.g. a DataLoader worker) has no writer thread: its writes would
+            # sit in a queue nobody reads.
+            raise TrackingError(
+                f"this Tracker was created in process {self._pid} and cannot write from process "
+                f"{os.getpid()} (a fork); log from the main process or create a Tracker here"
+            )
         op["db"] = self.db_name
         self._writer.submit(op)
 
