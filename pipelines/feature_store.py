@@ -244,20 +244,22 @@ def _kind(dtype) -> str:
     return "obj"
 
 
-def _normalize_column(values, kind: str) -> pd.Series | np.ndarray:
+def _normalize_column(values, kind: str) -> np.ndarray:
+    """Offline values as the client's dtypes: float32/float64 with NaN, or objects with NaN
+    (never None); list cells as float32 arrays."""
     if kind in ("f32", "f64"):
         dt = np.float32 if kind == "f32" else np.float64
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
             return values.astype(dt, copy=False)
-        return np.array([np.nan if v is None else v for v in values], dtype=np.float64).astype(dt)
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            out[i] = np.nan
-        elif kind == "list":
-            out[i] = np.asarray(v, dtype=np.float32)
-        else:
-            out[i] = v
+        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=dt, na_value=np.nan)
+    out = np.array(values, dtype=object, copy=True) if not isinstance(values, np.ndarray) else values.astype(object)
+    missing = pd.isna(out)  # elementwise on objects: arrays count as present
+    out[missing] = np.nan
+    if kind == "list":
+        for i in np.flatnonzero(~missing):
+            v = out[i]
+            if not (isinstance(v, np.ndarray) and v.dtype == np.float32):
+                out[i] = np.asarray(v, dtype=np.float32)
     return out
 
 
@@ -729,10 +731,15 @@ class FeatureStoreClient:
                     f"(has {list(entity_df.columns)})"
                 )
         info = self._service(service)
+        codes, uniques = pd.factorize(entity_df[ENTITY_KEY].astype(str), use_na_sentinel=False)
+        canon = np.array([normalize_subject_id(u) for u in uniques], dtype=object)
         ents = pd.DataFrame(
             {
-                ENTITY_KEY: [normalize_subject_id(str(s)) for s in entity_df[ENTITY_KEY]],
-                "event_timestamp": normalize_entity_timestamps(entity_df["event_timestamp"]).to_numpy(),
+                ENTITY_KEY: canon[codes] if len(codes) else np.array([], dtype=object),
+                # naive UTC datetime64[ns] inside; the result gets its UTC zone back at the end
+                "event_timestamp": normalize_entity_timestamps(entity_df["event_timestamp"])
+                .dt.tz_localize(None)
+                .to_numpy(),
             }
         )
         out: dict[str, Any] = {
@@ -752,8 +759,8 @@ class FeatureStoreClient:
             joined = point_in_time_join(ents, src, cols, ttl=fv.ttl)
             for f, kind in feats:
                 out[f] = _normalize_column(joined[f].to_numpy(), kind)
-        result = pd.DataFrame(out)
-        result["event_timestamp"] = result["event_timestamp"].astype("datetime64[ns, UTC]")
+        result = pd.DataFrame(out, copy=False)
+        result["event_timestamp"] = result["event_timestamp"].dt.tz_localize("UTC")
         return result[[ENTITY_KEY, "event_timestamp", *info.names]]
 
     def get_historical_matrix(self, entity_df: pd.DataFrame, service: str) -> tuple[np.ndarray, list[str]]:

@@ -28,6 +28,14 @@ def normalize_entity_timestamps(ts: pd.Series) -> pd.Series:
     return out.astype("datetime64[ns, UTC]")
 
 
+def _naive_utc(ts: pd.Series) -> np.ndarray:
+    """datetime64[ns] values in UTC without a time zone (naive input is taken as UTC)."""
+    ts = pd.Series(ts)
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    return ts.to_numpy(dtype="datetime64[ns]")
+
+
 def point_in_time_join(
     entities: pd.DataFrame,
     features: pd.DataFrame,
@@ -59,11 +67,12 @@ def point_in_time_join(
     n = len(entities)
     if n == 0:
         return pd.DataFrame({c: pd.Series(dtype=features[c].dtype) for c in feature_columns})
+    # join on naive UTC datetime64[ns]: tz-aware columns would go through per-element Timestamps
     left = pd.DataFrame(
         {
             ROW_ID: np.arange(n),
             key: entities[key].astype(str).to_numpy(),
-            timestamp: entities[timestamp].to_numpy(),
+            timestamp: _naive_utc(entities[timestamp]),
         }
     )
     if len(features) == 0:
@@ -72,7 +81,7 @@ def point_in_time_join(
     right = features[[key, *sort_cols, *feature_columns]].sort_values(sort_cols, kind="stable")
     right = right.drop_duplicates([key, timestamp], keep="last")
     right = right.astype({key: str})
-    right[timestamp] = right[timestamp].astype("datetime64[ns, UTC]")
+    right[timestamp] = _naive_utc(right[timestamp])
     left = left.sort_values(timestamp, kind="stable")
     tolerance = pd.Timedelta(ttl) if ttl else None
     merged = pd.merge_asof(
