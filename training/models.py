@@ -206,13 +206,16 @@ class CompactCNN(nn.Module):
             self.filters.weight.copy_(gabor_filter_bank(n_filters, kernel_size, sfreq))
         self.eeg_norm = nn.BatchNorm1d(n_filters)
         head_in = n_filters
-        if n_features > 0:
+        if n_features > 0 and feature_hidden > 0:
             self.feature_branch = nn.Sequential(
                 nn.Linear(2 * n_features, feature_hidden),
                 nn.ELU(),
                 nn.Dropout(drop_prob),
             )
             head_in += feature_hidden
+        elif n_features > 0:  # linear fusion: the head sees the features directly
+            self.feature_branch = nn.Dropout(drop_prob)
+            head_in += 2 * n_features
         else:
             self.feature_branch = None
         self.head = nn.Linear(head_in, n_outputs)
