@@ -60,3 +60,6 @@ _features.register(cli)
 from eegfs.commands import tracking as _tracking  # noqa: E402
 
 _tracking.register(cli)
+from eegfs.commands import train as _train  # noqa: E402
+
+_train.register(cli)
