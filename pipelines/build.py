@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -60,8 +61,11 @@ class BuildOptions:
         flat.
     chunk_windows : int
         Windows read and computed at a time.
-    workers : int
-        Threads that read and inflate HDF5 chunks ahead of the computation.
+    workers : int or None
+        Threads that read and inflate HDF5 chunks ahead of the computation; ``None`` = CPU
+        count + 1 (at most 8). The computation itself runs BLAS single-threaded (with the
+        optional ``threadpoolctl``): the reader threads already keep every core busy, and
+        OpenBLAS's own threads would only spin against them.
     force : bool
         Recompute inputs whose snapshot already exists.
     progress : bool
@@ -75,7 +79,7 @@ class BuildOptions:
     params: BandpowerParams = field(default_factory=BandpowerParams)
     max_flat_fraction: float = DEFAULT_MAX_FLAT_FRACTION
     chunk_windows: int = 256
-    workers: int = 2
+    workers: int | None = None
     force: bool = False
     progress: bool = True
     layout: H5Layout | None = None
@@ -188,13 +192,27 @@ def build_features(
                 opened.append(open_windows(p, layout=opts.layout, sfreq=opts.sfreq))
             _check_inputs(opened, known, manifest, Path(participants))
             part = _build_participants(features_dir, manifest, Path(participants), people, opts)
-            results = _build_files(features_dir, manifest, opened, opts)
+            with _single_threaded_blas():
+                results = _build_files(features_dir, manifest, opened, opts)
         finally:
             for w in opened:
                 w.close()
         return BuildReport(features_dir=features_dir, files=results, participants=part)
     finally:
         lock.release()
+
+
+def _single_threaded_blas():
+    """Limit BLAS to one thread while building (no-op without the optional threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _default_workers() -> int:
+    return min(8, (os.cpu_count() or 2) + 1)
 
 
 def _check_inputs(
@@ -428,7 +446,7 @@ def _build_one(
 
     with contextlib.ExitStack() as stack:
         writer = None
-        chunks = w.iter_chunks(opts.chunk_windows, workers=opts.workers)
+        chunks = w.iter_chunks(opts.chunk_windows, workers=opts.workers or _default_workers())
         stack.callback(chunks.close)
         while True:
             item = next(chunks, None)

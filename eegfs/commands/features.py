@@ -41,7 +41,7 @@ def _fail(exc: Exception) -> click.ClickException:
 )  # fmt: skip
 @click.option("--sfreq", type=float, default=None, help="Sampling rate (Hz) for files without an sfreq attribute.")
 @click.option("--chunk-windows", type=int, default=256, show_default=True, help="Windows per computed chunk.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Threads reading/inflating HDF5 chunks.")
+@click.option("--workers", type=int, default=None, help="Threads reading/inflating HDF5 chunks (default: CPUs + 1, at most 8).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def build(
