@@ -327,6 +327,17 @@ class FeatureSetup:
     record: dict
 
 
+def _snapshots_as_of(settings, when: datetime) -> list[str]:
+    """Offline snapshot ids whose ``event_timestamp`` is at or before ``when`` (manifest order)."""
+    from pipelines import feature_tables as ft
+
+    manifest = ft.Manifest.load(settings.features_dir)
+    return sorted(
+        sid for sid, snap in manifest.snapshots.items()
+        if datetime.fromisoformat(snap["event_timestamp"]) <= when
+    )  # fmt: skip
+
+
 def _client(settings, cache_size: int):
     from pipelines.feature_store import FeatureStoreClient
 
@@ -400,7 +411,7 @@ def setup_features(settings, *, mode: str, challenge: int, train_subjects: Seque
                 digest = table.sha256()
                 record.update(as_of=when.isoformat(), frame_sha256=digest,
                               snapshot_id=f"hist_{digest[:16]}",
-                              served_snapshot_id=client.served_snapshot_id())  # fmt: skip
+                              snapshot_ids=_snapshots_as_of(settings, when))  # fmt: skip
                 source = table
                 train_matrix = table.lookup(list(train_subjects))
     except PipelineError as exc:

@@ -476,15 +476,6 @@ def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say,
         )
     experiment_id = str(run.id)
     ckpt_dir = Path(settings.data_dir) / "checkpoints" / experiment_id
-    say(
-        f"experiment {experiment_id}: Challenge {config.challenge}, {config.model} "
-        f"({model_info['parameters']:,} parameters), {len(split.train)} train / {len(split.val)} "
-        f"val windows ({len(split.train_subjects)} / {len(split.val_subjects)} subjects), "
-        f"features {config.features}"
-        + (f" {feature_record.get('service')} @ {feature_record.get('snapshot_id')}"
-           if feature_setup is not None else "")
-        + f", device {device}"
-    )  # fmt: skip
 
     def save_checkpoint(epoch: int, metrics: dict, is_best: bool, loop_state: LoopState) -> Path:
         path = ckpt_dir / f"epoch_{epoch:04d}.pt"
@@ -517,6 +508,15 @@ def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say,
     status = "failed"
     try:
         with run:
+            say(
+                f"experiment {experiment_id}: Challenge {config.challenge}, {config.model} "
+                f"({model_info['parameters']:,} parameters), {len(split.train)} train / {len(split.val)} "
+                f"val windows ({len(split.train_subjects)} / {len(split.val_subjects)} subjects), "
+                f"features {config.features}"
+                + (f" {feature_record.get('service')} @ {feature_record.get('snapshot_id')}"
+                   if feature_setup is not None else "")
+                + f", device {device}"
+            )  # fmt: skip
             live.publish("start", status="running", epoch=state.next_epoch,
                          step=state.global_step, challenge=config.challenge,
                          model=config.model, features=config.features,

@@ -1,0 +1,69 @@
+"""Fixtures of the training tests: one built, applied and materialized feature store per module.
+
+The store lives on a private redis-server (so materialization never touches the shared test
+Redis databases) with the small demo data of the session; each test gets settings with its own
+MongoDB database and checkpoint directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.local import free_port, start_redis, stop_process
+from services.settings import Settings
+
+FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
+
+
+@dataclass(frozen=True)
+class FeatureEnv:
+    """A materialized feature store over the session's small demo data."""
+
+    redis_url: str
+    data_dir: Path
+    demo: object  # pipelines.demo_data.DemoData
+
+    @property
+    def c2_files(self) -> tuple[str, ...]:
+        return tuple(str(p) for p in sorted(self.demo.challenge2.values()))
+
+    @property
+    def c1_files(self) -> tuple[str, ...]:
+        return tuple(str(p) for p in sorted(self.demo.challenge1.values()))
+
+
+@pytest.fixture(scope="module")
+def feature_env(small_demo, tmp_path_factory) -> Iterator[FeatureEnv]:
+    from pipelines.build import BuildOptions, build_features
+    from pipelines.feature_store import FeatureStoreClient
+
+    server = start_redis(free_port(), tmp_path_factory.mktemp("training-redis"))
+    try:
+        data_dir = tmp_path_factory.mktemp("training-store") / "data"
+        settings = Settings(redis_url=server.uri, data_dir=data_dir, feature_repo=FEATURE_REPO)
+        build_features(settings.features_dir, small_demo.files, small_demo.participants,
+                       BuildOptions(progress=False))  # fmt: skip
+        with FeatureStoreClient(settings, cache_size=0) as client:
+            client.apply()
+            client.materialize()
+        yield FeatureEnv(redis_url=server.uri, data_dir=data_dir, demo=small_demo)
+    finally:
+        stop_process(server.pid)
+
+
+@pytest.fixture
+def train_settings(feature_env, mongo_server_uri, mongo_db_name, tmp_path) -> Settings:
+    """Settings: the module's feature store and Redis, this test's own MongoDB database."""
+    return Settings(
+        redis_url=feature_env.redis_url,
+        mongo_uri=mongo_server_uri,
+        mongo_db=mongo_db_name,
+        data_dir=feature_env.data_dir,
+        feature_repo=FEATURE_REPO,
+        redis_source="configured",
+        mongo_source="configured",
+    )
