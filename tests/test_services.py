@@ -37,8 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 # --- settings -------------------------------------------------------------------------------------
 
 
-def test_settings_defaults_without_environment(tmp_path):
-    s = load_settings({}, dotenv_path=None)
+def test_settings_defaults_without_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no .env, no data/services state files of a real session
+    s = load_settings({})
     assert s.redis_url == "redis://localhost:6379/0" and s.redis_source == "default"
     assert s.mongo_uri == "mongodb://localhost:27017/" and s.mongo_source == "default"
     assert s.mongo_db == "eeg2025" and s.data_dir == Path("data")
