@@ -244,6 +244,23 @@ class FeatureScaler:
         return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
 
 
+def _stack(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """Stack equal-shape float32 arrays into one tensor.
+
+    In a DataLoader worker the tensor is allocated in shared memory and filled in place (as
+    torch's ``default_collate`` does), so sending the batch to the main process costs no copy.
+    """
+    shape = (len(arrays), *arrays[0].shape)
+    if torch.utils.data.get_worker_info() is not None:
+        elem = torch.empty(0, dtype=torch.float32)
+        storage = elem._typed_storage()._new_shared(int(np.prod(shape)), device=elem.device)
+        out = elem.new(storage).resize_(*shape)
+    else:
+        out = torch.empty(shape, dtype=torch.float32)
+    np.stack(arrays, out=out.numpy())
+    return out
+
+
 class BatchCollate:
     """Collate ``(x, y, subject, position)`` samples into a batch dict, adding subject features.
 
@@ -267,7 +284,7 @@ class BatchCollate:
     def __call__(self, samples: list[tuple]) -> dict:
         xs, ys, subjects, positions = zip(*samples, strict=True)
         batch = {
-            "x": torch.from_numpy(np.stack(xs)),
+            "x": _stack(xs),
             "y": torch.tensor(ys, dtype=torch.float32),
             "subjects": list(subjects),
             "positions": torch.tensor(positions, dtype=torch.int64),

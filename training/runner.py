@@ -312,6 +312,7 @@ def train(
         capture.add(text)
         (echo or (lambda t: logger.info("%s", t)))(text)
 
+    threads = torch.get_num_threads()
     tracker = Tracker(settings)
     try:
         if resume is not None:
@@ -356,6 +357,7 @@ def train(
     finally:
         root.removeHandler(capture)
         tracker.close()
+        torch.set_num_threads(threads)
 
 
 def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say, progress: bool,
