@@ -191,3 +191,35 @@ def test_cli_train_prints_the_summary(train_settings, feature_env):
     assert bad.exit_code == 2 and "--resume" in bad.output
     missing = runner.invoke(cli, ["train", "--challenge", "2"])
     assert missing.exit_code == 2 and "--data" in missing.output
+
+
+def test_ctrl_c_marks_the_run_stopped(train_settings, feature_env):
+    def interrupt(text: str) -> None:
+        if text.startswith("epoch"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(train_settings, _config(feature_env, epochs=3), progress=False, echo=interrupt)
+    with Tracker(train_settings) as tracker:
+        (run,) = tracker.search_runs()
+        doc = tracker.get_run(run["_id"])
+        hist = tracker.run_history(run["_id"])
+    assert doc["status"] == "stopped"
+    assert [c["epoch"] for c in hist["checkpoints"]] == [0], "the epoch that ended is kept"
+
+
+def test_cuda_is_used_only_when_asked_and_available():
+    import torch
+
+    from training.errors import TrainingError
+    from training.runner import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(TrainingError, match="CUDA"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu:x")
