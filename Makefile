@@ -68,8 +68,20 @@ features: services demo-data
 train: features
 	$(EEGFS) train --challenge 2 --data $(DEMO_DIR)/challenge2_R*.h5 --seed $(SEED)
 
-demo: train
-	@$(EEGFS) demo-summary
+FIRST_SUBJECT = $$(awk -F'\t' 'NR==2 {print $$1}' $(DEMO_DIR)/participants.tsv)
+
+# `make demo` trains once per code commit and feature snapshot (`--skip-if-done`); `make train`
+# always records a new run.
+demo: features
+	$(EEGFS) train --challenge 2 --data $(DEMO_DIR)/challenge2_R*.h5 --seed $(SEED) --skip-if-done
+	@echo; echo "== online lookup of one demo subject (Feast -> Redis) =="
+	@$(EEGFS) features get --subject $(FIRST_SUBJECT) --service challenge2_inputs_v1 | head -c 600; echo " ..."
+	@echo; echo "== latest recorded runs (MongoDB) =="
+	@$(EEGFS) runs list --challenge 2 --limit 3
+	@echo; echo "== services =="
+	@$(EEGFS) services status
+	@echo; echo "Done. Demo data: $(DEMO_DIR)/  features: $(DATA_DIR)/features/  checkpoints: $(DATA_DIR)/checkpoints/"
+	@echo "Next: eegfs runs show <id>, eegfs runs watch, eegfs features get --subject <id>; make services-down to stop local servers."
 
 # docker-compose (Debian's 1.29, no engine needed) validates docker-compose.yml in the tests.
 test: install

@@ -264,6 +264,55 @@ class _LogCapture(logging.Handler):
         self.lines.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {text}")
 
 
+#: Config fields that do not change what a run computes (left out when looking for a twin).
+_NOT_IDENTITY = frozenset({"workers", "log_every", "cache_size", "name", "tags", "notes"})
+
+
+def find_identical_run(settings, config: TrainConfig) -> dict | None:
+    """A completed run that computed exactly what ``config`` would, or None.
+
+    Identical means: the same configuration (apart from :data:`_NOT_IDENTITY`), the same code
+    commit with no uncommitted changes, and, for online features, the feature snapshot the online
+    store serves now. Used by ``eegfs train --skip-if-done`` so that ``make demo`` run twice
+    records one run, not two.
+    """
+    from tracking import Tracker
+    from tracking.gitinfo import detect_git
+
+    config.validate()
+    code = detect_git()
+    if code["commit"] is None or code["dirty"]:
+        return None  # no way to tell whether the code is the same
+    wanted = {f"train.{k}": v for k, v in config.to_dict().items() if k not in _NOT_IDENTITY}
+    tracker = Tracker(settings)
+    try:
+        candidates = tracker.search_runs(
+            challenge=config.challenge, status="completed", config=wanted, limit=20
+        )
+        served = None
+        if config.features == "online":
+            from pipelines.feature_store import FeatureStoreClient
+
+            client = FeatureStoreClient(settings, cache_size=0)
+            try:
+                served = client.served_snapshot_id()
+            finally:
+                client.close()
+        for summary in candidates:
+            doc = tracker.get_run(summary["_id"])
+            same_code = (doc.get("code") or {}).get("commit") == code["commit"] and not (
+                doc.get("code") or {}
+            ).get("dirty")
+            same_features = config.features != "online" or (
+                served is not None and (doc.get("features") or {}).get("snapshot_id") == served
+            )
+            if same_code and same_features:
+                return doc
+        return None
+    finally:
+        tracker.close()
+
+
 # --- the run ----------------------------------------------------------------------------------
 def train(
     settings,

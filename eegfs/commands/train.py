@@ -56,6 +56,9 @@ _RESUME_OVERRIDABLE = ("epochs", "workers", "device", "log_every", "upload_check
 @click.option("--resume", "resume", default=None, metavar="EXPERIMENT_ID",
               help="Continue this experiment from its latest checkpoint at the next epoch.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+@click.option("--skip-if-done", is_flag=True,
+              help="Do not train when a completed run with the same config, code commit (clean) "
+                   "and served feature snapshot is already recorded; print its id instead.")
 @click.pass_context
 def train(ctx: click.Context, **opts) -> None:
     """Train a model on EEG windows with subject features from the feature store.
@@ -109,6 +112,17 @@ def train(ctx: click.Context, **opts) -> None:
                 upload_checkpoints=opts["upload_checkpoints"], name=opts["name"],
                 tags=tuple(opts["tags"]), notes=opts["notes"],
             )  # fmt: skip
+            if opts["skip_if_done"]:
+                from training.runner import find_identical_run
+
+                twin = find_identical_run(settings, config)
+                if twin is not None:
+                    click.echo(
+                        f"an identical run is already recorded: experiment {twin['_id']} "
+                        f"(completed; same config, code commit and feature snapshot), not training "
+                        f"again\ndetails         eegfs runs show {twin['_id']}"
+                    )
+                    return
             result = run_training(settings, config, progress=progress, echo=click.echo)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
