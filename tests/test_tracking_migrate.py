@@ -1,4 +1,4 @@
-"""SQLite migration of the real EEG2025 run log (../shared/fixtures) and of a synthetic one."""
+"""SQLite migration of the real EEG2025 run log (tests/fixtures, copied from ../shared/fixtures) and of a synthetic one."""
 # ruff: noqa: F811 - pytest fixtures imported from test_tracking_support are parameter names
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ import pytest
 from services.connections import mongo_client
 from tracking import Tracker
 
-# CI has a copy of shared/ beside the clone: <repo>/../shared/fixtures.
-SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+# A copy of ../shared/fixtures/eeg2025_metadata.db (a real EEG2025 run log, 72 KB), kept in the
+# repository so the tests run from any clone.
+SHARED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture
