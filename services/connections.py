@@ -6,6 +6,7 @@ would stall training. Every client the project makes comes from here, with expli
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import pymongo
@@ -43,22 +44,14 @@ def mongo_client(
     return pymongo.MongoClient(uri, **options)
 
 
-def mask_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (safe to print or log)."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable address>"
-    if parts.password is None:
-        return uri
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+# ``user:password@`` inside any ``scheme://`` address, multi-host MongoDB URIs included. A regex
+# rather than urllib: urlsplit cannot parse "h1:27017,h2:27017" and would turn masking into a crash.
+_URI_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:]*:)(?P<pw>[^\s@/]+)(?=@)")
+
+
+def mask_uri(text: str) -> str:
+    """``text`` with the password of every address in it replaced by ``***`` (safe to print)."""
+    return _URI_PASSWORD.sub(lambda m: m.group("head") + "***", text)
 
 
 def redis_host_port_db(url: str) -> tuple[str, int, int]:

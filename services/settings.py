@@ -10,6 +10,7 @@ started here, then the built-in default.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -82,6 +83,21 @@ class Settings:
     @property
     def demo_dir(self) -> Path:
         return self.data_dir / "demo"
+
+    def __repr__(self) -> str:
+        # Addresses may hold passwords: a logged or printed Settings must never show them.
+        from services.connections import mask_uri
+
+        fields = ", ".join(
+            f"{f.name}={mask_uri(v) if isinstance(v, str) else v!r}"
+            if f.name in ("redis_url", "mongo_uri")
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        )
+        return f"Settings({fields})"
+
+    __str__ = __repr__
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (tests use it to point at their own servers)."""

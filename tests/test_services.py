@@ -75,6 +75,15 @@ def test_mask_uri_hides_passwords_only():
         "mongodb://user:***@db:27017/?authSource=admin"
     )
     assert mask_uri("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    # Multi-host replica-set URIs are not parseable by urllib; masking must still work.
+    assert mask_uri("mongodb://u:pw@h1:27017,h2:27017/?replicaSet=rs0") == (
+        "mongodb://u:***@h1:27017,h2:27017/?replicaSet=rs0"
+    )
+
+
+def test_settings_repr_masks_passwords():
+    s = Settings(redis_url="redis://:hunter2@h:6379/0", mongo_uri="mongodb://u:hunter2@a:1,b:2/")
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s)
 
 
 def test_feast_connection_string_from_redis_url():

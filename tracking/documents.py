@@ -19,6 +19,8 @@ from typing import Any
 
 from bson import ObjectId
 
+from services.connections import mask_uri
+
 REDACTED = "***"
 
 # Key names whose values are credentials, compared word by word ("db_password", "hfToken",
@@ -30,10 +32,6 @@ _SECRET_WORDS = frozenset(
 _SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"),
                            ("auth", "key"), ("client", "secret"), ("session", "key")})  # fmt: skip
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
-# user:password@ inside any scheme://... URI (mongodb, redis, postgres, https, ...).
-_URI_PASSWORD = re.compile(
-    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:]*:)(?P<pw>[^\s@/]+)(?=@)"
-)
 # token=..., password=..., key=... in query strings and free text ("password: hunter2").
 _INLINE_SECRET = re.compile(
     r"(?P<head>\b(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key)"
@@ -54,7 +52,7 @@ def is_secret_key(key: str) -> bool:
 
 def redact_text(text: str) -> str:
     """``text`` with URI passwords and ``password=...``-style values replaced by ``***``."""
-    text = _URI_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
+    text = mask_uri(text)
     return _INLINE_SECRET.sub(lambda m: m.group("head") + REDACTED, text)
 
 
