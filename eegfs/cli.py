@@ -36,7 +36,8 @@ def cli(ctx: click.Context, log_level: str) -> None:
       eegfs runs list
 
     Settings come from the environment or a .env file: REDIS_URL, MONGO_URI, MONGO_DB,
-    EEGFS_DATA_DIR (default data/), EEGFS_FEATURE_REPO (default feature_repo/).
+    EEGFS_DATA_DIR (default data/), EEGFS_FEATURE_REPO (default feature_repo/),
+    EEGFS_REDIS_PORT / EEGFS_MONGO_PORT (ports of the default and local servers).
     Run `eegfs doctor` when something does not work.
     """
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -252,6 +253,24 @@ def test_every_command_has_help():
         result = runner.invoke(cli, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "Usage: " in result.output
+
+
+def test_readme_documents_every_command():
+    readme = (REPO / "README.md").read_text()
+    missing = []
+    for path in _all_commands(cli):
+        command = cli
+        for name in path:
+            command = command.commands[name]
+        if hasattr(command, "commands"):
+            continue
+        # "eegfs runs list" or, in the reference table, "eegfs runs list` / `show`".
+        group, leaf = " ".join(("eegfs", *path[:-1])), path[-1]
+        if f"{group} {leaf}" not in readme and not re.search(
+            rf"`{re.escape(group)} [a-z-]+`( / `[a-z-]+`)*? / `{re.escape(leaf)}`", readme
+        ):
+            missing.append(" ".join(("eegfs", *path)))
+    assert not missing, f"README.md does not document: {missing}"
 
 
 def test_console_script_is_installed():
