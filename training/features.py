@@ -42,6 +42,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from training.data import WindowBatch, batch_tensor
 from training.errors import FeatureError
 
 logger = logging.getLogger(__name__)
@@ -245,18 +246,8 @@ class FeatureScaler:
 
 
 def _stack(arrays: Sequence[np.ndarray]) -> torch.Tensor:
-    """Stack equal-shape float32 arrays into one tensor.
-
-    In a DataLoader worker the tensor is allocated in shared memory and filled in place (as
-    torch's ``default_collate`` does), so sending the batch to the main process costs no copy.
-    """
-    shape = (len(arrays), *arrays[0].shape)
-    if torch.utils.data.get_worker_info() is not None:
-        elem = torch.empty(0, dtype=torch.float32)
-        storage = elem._typed_storage()._new_shared(int(np.prod(shape)), device=elem.device)
-        out = elem.new(storage).resize_(*shape)
-    else:
-        out = torch.empty(shape, dtype=torch.float32)
+    """Stack equal-shape float32 arrays into one tensor (in shared memory inside a worker)."""
+    out = batch_tensor((len(arrays), *arrays[0].shape))
     np.stack(arrays, out=out.numpy())
     return out
 
@@ -283,12 +274,16 @@ class BatchCollate:
 
     def __call__(self, samples: list[tuple]) -> dict:
         xs, ys, subjects, positions = zip(*samples, strict=True)
-        batch = {
-            "x": _stack(xs),
-            "y": torch.tensor(ys, dtype=torch.float32),
-            "subjects": list(subjects),
-            "positions": torch.tensor(positions, dtype=torch.int64),
-        }
+        if isinstance(samples, WindowBatch):  # already collated by WindowDataset.__getitems__
+            batch = {"x": samples.x, "y": samples.y, "subjects": list(subjects),
+                     "positions": samples.positions}  # fmt: skip
+        else:
+            batch = {
+                "x": _stack(xs),
+                "y": torch.tensor(ys, dtype=torch.float32),
+                "subjects": list(subjects),
+                "positions": torch.tensor(positions, dtype=torch.int64),
+            }
         if self.source is not None:
             batch["features"], batch["lookup"] = self._features(list(subjects))
         return batch
