@@ -314,6 +314,8 @@ class FeatureStoreClient:
         self._misses = 0
         self._marker_raw: bytes | None = None
         self._services: dict[str, _ServiceInfo] = {}
+        # service -> (manifest.json (mtime_ns, size), matrix plan); dropped with _services
+        self._plans: dict[str, tuple[tuple | None, list[tuple[str, tuple]]]] = {}
         self._offline_cache: dict[tuple, pd.DataFrame] = {}
         self._lock = threading.RLock()
         self._closed = False
@@ -404,6 +406,7 @@ class FeatureStoreClient:
         except Exception as exc:
             raise FeatureStoreError(f"feast apply failed: {exc!r}") from exc
         self._services.clear()
+        self._plans.clear()
         self._offline_cache.clear()
 
     def _view_tables(self) -> dict[str, str]:
@@ -492,6 +495,7 @@ class FeatureStoreClient:
             with self._lock:
                 self._cache.clear()
                 self._services.clear()
+                self._plans.clear()
                 if self._store is not None:
                     self._store.refresh_registry()
                 self._marker_raw = raw
@@ -554,7 +558,26 @@ class FeatureStoreClient:
         return [c for c, _ in self._matrix_plan(service)]
 
     def _matrix_plan(self, service: str) -> list[tuple[str, tuple]]:
+        """Matrix columns of ``service`` and where each comes from.
+
+        Cached per service: dropped when a new materialization or ``apply`` is seen (with the
+        service metadata) and whenever manifest.json changes (its channel lists set the widths),
+        so repeated online lookups do not re-read the manifest.
+        """
         info = self._service(service)
+        try:
+            st = (self.settings.features_dir / ft.MANIFEST_NAME).stat()
+            stamp: tuple | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        cached = self._plans.get(service)
+        if cached is not None and cached[0] == stamp and stamp is not None:
+            return cached[1]
+        plan = self._build_matrix_plan(info)
+        self._plans[service] = (stamp, plan)
+        return plan
+
+    def _build_matrix_plan(self, info: _ServiceInfo) -> list[tuple[str, tuple]]:
         manifest = ft.Manifest.load(self.settings.features_dir)
         plan: list[tuple[str, tuple]] = []
         for view, feat, kind in info.features:
@@ -609,6 +632,21 @@ class FeatureStoreClient:
         Returns one row per requested id in order (duplicates allowed), ids normalised, columns
         ``subject_id`` + :meth:`feature_names`; NaN where missing.
         """
+        ids, info, ordered = self._online_rows(subject_ids, service)
+        data: dict[str, Any] = {ENTITY_KEY: ids}
+        for j, (_, feat, kind) in enumerate(info.features):
+            if kind in ("f32", "f64"):
+                data[feat] = np.array([r[j] for r in ordered], dtype=np.float32 if kind == "f32" else np.float64)
+            else:
+                col = np.empty(len(ordered), dtype=object)
+                for i, r in enumerate(ordered):
+                    col[i] = r[j]
+                data[feat] = col
+        return pd.DataFrame(data, copy=False)
+
+    def _online_rows(self, subject_ids: Sequence[str], service: str
+                     ) -> tuple[list[str], _ServiceInfo, list[tuple]]:
+        """(normalised ids, service info, one row of normalised values per id) via the cache."""
         self._check_open()
         ids = normalize_subject_ids(subject_ids)
         self._check_marker()
@@ -635,17 +673,7 @@ class FeatureStoreClient:
                         self._cache.move_to_end((service, sid))
                     while len(self._cache) > self.cache_size:
                         self._cache.popitem(last=False)
-        ordered = [rows[s] for s in ids]
-        data: dict[str, Any] = {ENTITY_KEY: ids}
-        for j, (_, feat, kind) in enumerate(info.features):
-            if kind in ("f32", "f64"):
-                data[feat] = np.array([r[j] for r in ordered], dtype=np.float32 if kind == "f32" else np.float64)
-            else:
-                col = np.empty(len(ordered), dtype=object)
-                for i, r in enumerate(ordered):
-                    col[i] = r[j]
-                data[feat] = col
-        return pd.DataFrame(data, copy=False)
+        return ids, info, [rows[s] for s in ids]
 
     def _read_online(self, ids: list[str], info: _ServiceInfo) -> dict[str, tuple]:
         """Rows of normalised values (see :func:`_from_value_proto`) for ``ids`` from Redis.
@@ -687,8 +715,43 @@ class FeatureStoreClient:
         return {sid: tuple(row) for sid, row in zip(ids, rows, strict=True)}
 
     def get_online_matrix(self, subject_ids: Sequence[str], service: str) -> tuple[np.ndarray, list[str]]:
-        """``(X, columns)``: float32 (n, d) matrix of :meth:`get_online_features` (NaN missing)."""
-        return self._to_matrix(self.get_online_features(subject_ids, service), service)
+        """``(X, columns)``: float32 (n, d) matrix of :meth:`get_online_features` (NaN missing).
+
+        Built straight from the cached rows (the same conversions as for a DataFrame, without
+        building one).
+        """
+        _, info, ordered = self._online_rows(subject_ids, service)
+        plan = self._matrix_plan(service)
+        col_of = {feat: j for j, (_, feat, _) in enumerate(info.features)}
+        kinds = {feat: kind for _, feat, kind in info.features}
+        out = np.full((len(ordered), len(plan)), np.nan, np.float32)
+        j = 0
+        while j < len(plan):
+            _, (kind, feat, _) = plan[j]
+            src = col_of[feat]
+            if kind == "num":
+                dt = np.float32 if kinds[feat] == "f32" else np.float64  # as the DataFrame holds it
+                out[:, j] = np.array([r[src] for r in ordered], dtype=dt)
+                j += 1
+            elif kind == "cat":
+                codes = CATEGORICAL_CODES[feat]
+                out[:, j] = [
+                    codes.get(str(v).strip().upper(), np.nan) if isinstance(v, str) else np.nan
+                    for v in (r[src] for r in ordered)
+                ]
+                j += 1
+            else:
+                width = sum(1 for _, (k, f, _) in plan[j:] if k == "list" and f == feat)
+                for i, r in enumerate(ordered):
+                    v = r[src]
+                    if isinstance(v, np.ndarray):
+                        if v.shape != (width,):
+                            raise FeatureStoreError(
+                                f"feature {feat!r} holds {v.shape[0]} values, expected {width} channels"
+                            )
+                        out[i, j : j + width] = v
+                j += width
+        return out, [c for c, _ in plan]
 
     # --- historical -----------------------------------------------------------------------
     def _offline_table(self, table: str, columns: list[str]) -> pd.DataFrame:

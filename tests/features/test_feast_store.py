@@ -184,3 +184,27 @@ def test_check_feature_repo(tmp_path, settings):
         check_feature_repo(settings.with_overrides(feature_repo=broken))
     with pytest.raises(FeatureStoreError, match="not found"):
         check_feature_repo(settings.with_overrides(feature_repo=tmp_path / "nowhere"))
+
+
+def test_online_matrix_equals_the_dataframe_conversion_and_tracks_the_manifest(demo_store):
+    settings, client, demo = demo_store
+    ids = [*demo.subjects["R1"], demo.subjects["R1"][0], "NDARUNKNOWN"]
+    for service in INPUT_SERVICES.values():
+        for _ in range(2):  # cold, then from the cache and the cached matrix plan
+            X, cols = client.get_online_matrix(ids, service)
+            ref, ref_cols = client._to_matrix(client.get_online_features(ids, service), service)
+            assert cols == ref_cols
+            np.testing.assert_array_equal(X, ref)
+    # the cached plan follows manifest.json: another channel list changes the columns
+    path = settings.features_dir / ft.MANIFEST_NAME
+    original = path.read_bytes()
+    manifest = ft.Manifest.load(settings.features_dir)
+    manifest.channels["challenge2"] = [f"X{c}" for c in manifest.channels["challenge2"]]
+    try:
+        manifest.save()
+        assert "chan_rel_alpha[XE1]" in client.matrix_columns(INPUT_SERVICES[2])
+    finally:
+        tmp = path.with_name(".restore.tmp")
+        tmp.write_bytes(original)
+        tmp.replace(path)
+    assert "chan_rel_alpha[E1]" in client.matrix_columns(INPUT_SERVICES[2])
