@@ -1,0 +1,122 @@
+"""The helpers shared by pipelines and tracking: subject ids (services.ids), file hashing and
+atomic writes (services.files), and the participants.tsv parser both use (pipelines.participants)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from pipelines.errors import InputDataError
+from pipelines.ids import normalize_subject_id as pipelines_normalize
+from pipelines.participants import COLUMNS, read_participants
+from services.files import atomic_path, atomic_write_bytes, atomic_write_text, sha256_file
+from services.ids import SubjectIdError, normalize_subject_id, normalize_subject_ids
+
+
+# --- subject ids ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "raw",
+    ["sub-NDARAB123", "NDARAB123", b"NDARAB123 ", b"sub-NDARAB123", " sub-NDARAB123\t", np.bytes_(b"NDARAB123")],
+)  # fmt: skip
+def test_normalize_subject_id_canonical_form(raw):
+    assert normalize_subject_id(raw) == "NDARAB123"
+
+
+def test_pipelines_uses_the_same_normaliser():
+    assert pipelines_normalize is normalize_subject_id
+
+
+@pytest.mark.parametrize("raw", ["", "  ", "sub-", b"sub- "])
+def test_empty_subject_id_is_rejected(raw):
+    with pytest.raises(SubjectIdError, match="is empty"):
+        normalize_subject_id(raw)
+
+
+@pytest.mark.parametrize("raw", ["sub-NDAR_01", "NDAR-01", "A.B", "NDAR 01", "NDARÄ1"])
+def test_non_alphanumeric_subject_id_is_rejected_naming_it(raw):
+    with pytest.raises(ValueError, match="letters and digits") as info:
+        normalize_subject_id(raw)
+    assert repr(raw) in str(info.value)
+
+
+def test_bad_subject_id_types():
+    with pytest.raises(TypeError, match="str or bytes"):
+        normalize_subject_id(12)  # type: ignore[arg-type]
+    with pytest.raises(SubjectIdError, match="not UTF-8"):
+        normalize_subject_id(b"\xff\xfe")
+    assert normalize_subject_ids(["sub-A1", b"A1", "B2"]) == ["A1", "A1", "B2"]
+
+
+# --- participants.tsv ----------------------------------------------------------------------------
+HEADER = "participant_id\trelease_number\tsex\tage\tp_factor\tsite\n"
+
+
+def test_participants_missing_values_and_extra_columns(tmp_path):
+    path = tmp_path / "participants.tsv"
+    path.write_text(
+        HEADER + "sub-NDARAA001\tR1\tM\tNA\t0.5\tCBIC\nsub-NDARAA002\tR1\tn/a\t9\t\tn/a\n"
+    )
+    frame = read_participants(path)
+    assert tuple(frame.columns) == COLUMNS
+    extra = read_participants(path, extra_columns=True)
+    assert tuple(extra.columns) == (*COLUMNS, "site")
+    a, b = extra.to_dict("records")
+    assert a["subject_id"] == "NDARAA001" and np.isnan(a["age"]) and a["site"] == "CBIC"
+    assert b["sex"] is None and b["age"] == 9.0 and np.isnan(b["p_factor"]) and b["site"] is None
+
+
+def test_participants_bad_id_and_duplicates_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(HEADER + "sub-NDARAA001\tR1\tM\t9\t0\tX\nsub-NDAR_02\tR1\tM\t9\t0\tX\n")
+    with pytest.raises(InputDataError, match=r"bad.tsv: line 3: subject id 'sub-NDAR_02'"):
+        read_participants(bad)
+    dup = tmp_path / "dup.tsv"
+    dup.write_text(HEADER + "sub-NDARAA001\tR1\tM\t9\t0\tX\nNDARAA001\tR2\tM\t9\t0\tX\n")
+    with pytest.raises(InputDataError, match=r"dup.tsv: subject\(s\) listed more than once"):
+        read_participants(dup)
+
+
+# --- files ---------------------------------------------------------------------------------------
+def test_sha256_file_matches_hashlib(tmp_path):
+    path = tmp_path / "blob.bin"
+    data = os.urandom(3 * (1 << 20) + 17)  # several read blocks and a partial one
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(path, chunk=1000) == hashlib.sha256(data).hexdigest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert sha256_file(empty) == hashlib.sha256(b"").hexdigest()
+
+
+def test_atomic_path_replaces_on_success(tmp_path):
+    dest = tmp_path / "sub" / "state.json"  # parent created
+    atomic_write_text(dest, "one")
+    atomic_write_text(dest, "two")
+    assert dest.read_text() == "two"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644
+    atomic_write_bytes(dest, b"three", mode=0o600)
+    assert dest.read_bytes() == b"three" and stat.S_IMODE(dest.stat().st_mode) == 0o600
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["state.json"]
+
+
+def test_atomic_path_failure_leaves_old_file_and_no_temporary(tmp_path):
+    dest = tmp_path / "model.pt"
+    dest.write_bytes(b"old")
+    seen = []
+    with pytest.raises(RuntimeError, match="disk on fire"), atomic_path(dest) as tmp:
+        seen.append(tmp)
+        assert tmp.parent == dest.parent and tmp.name.startswith(".model.pt.")
+        tmp.write_bytes(b"half-writ")
+        raise RuntimeError("disk on fire")
+    assert dest.read_bytes() == b"old"
+    assert not seen[0].exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    # and when there was no file before, there is still none
+    with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "new.bin") as tmp:
+        tmp.write_bytes(b"x")
+        raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
