@@ -8,17 +8,30 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import InputDataError
-from pipelines.ids import normalize_subject_id
+from pipelines.ids import SubjectIdError, normalize_subject_id
 
 #: Demographic columns (model inputs).
 DEMOGRAPHIC_COLUMNS = ("age", "sex", "ehq_total")
 #: Questionnaire scores: labels, never model inputs (DESIGN.md, "Labels are not features").
 LABEL_COLUMNS = ("p_factor", "attention", "internalizing", "externalizing")
 NUMERIC_COLUMNS = ("age", "ehq_total", *LABEL_COLUMNS)
+#: Columns of the returned frame (before any extra columns).
+COLUMNS = ("subject_id", "release", "sex", *NUMERIC_COLUMNS)
+#: participants.tsv columns that the fixed columns above are read from.
+_SOURCE_COLUMNS = ("participant_id", "release_number", "sex", *NUMERIC_COLUMNS)
 
 
-def read_participants(path: str | Path) -> pd.DataFrame:
+def read_participants(path: str | Path, *, extra_columns: bool = False) -> pd.DataFrame:
     """One row per subject of ``path``.
+
+    Parameters
+    ----------
+    path : path
+        A BIDS participants.tsv (tab-separated, header line; ``n/a``, ``N/A``, ``NA`` or an empty
+        cell is a missing value).
+    extra_columns : bool
+        Also return the file's other columns (e.g. ``site``) after the fixed ones, as stripped
+        text or None where missing.
 
     Returns
     -------
@@ -30,7 +43,8 @@ def read_participants(path: str | Path) -> pd.DataFrame:
     Raises
     ------
     InputDataError
-        Unreadable file, no ``participant_id`` column, duplicate subjects, non-numeric scores.
+        Unreadable file, no ``participant_id`` column, an id that is not a BIDS label,
+        duplicate subjects, non-numeric scores.
     """
     path = Path(path)
     try:
@@ -56,7 +70,13 @@ def read_participants(path: str | Path) -> pd.DataFrame:
     if raw["participant_id"].isna().any():
         rows = (raw.index[raw["participant_id"].isna()] + 2).tolist()
         raise InputDataError(f"{path}: empty participant_id on line(s) {rows[:5]}")
-    out = pd.DataFrame({"subject_id": [normalize_subject_id(v) for v in raw["participant_id"]]})
+    ids = []
+    for line, value in enumerate(raw["participant_id"], start=2):  # line 1 is the header
+        try:
+            ids.append(normalize_subject_id(value))
+        except SubjectIdError as exc:
+            raise InputDataError(f"{path}: line {line}: {exc}") from exc
+    out = pd.DataFrame({"subject_id": ids})
     dup = out["subject_id"][out["subject_id"].duplicated()].unique().tolist()
     if dup:
         raise InputDataError(
@@ -82,7 +102,12 @@ def read_participants(path: str | Path) -> pd.DataFrame:
                 "or n/a"
             )
         out[col] = values.astype(np.float64).to_numpy()
+    if extra_columns:
+        for col in raw.columns:
+            if col in _SOURCE_COLUMNS or col in out.columns:
+                continue
+            out[col] = [None if pd.isna(v) else str(v).strip() for v in raw[col]]
     return out
 
 
-__all__ = ["DEMOGRAPHIC_COLUMNS", "LABEL_COLUMNS", "read_participants"]
+__all__ = ["COLUMNS", "DEMOGRAPHIC_COLUMNS", "LABEL_COLUMNS", "read_participants"]

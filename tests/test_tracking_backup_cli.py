@@ -194,6 +194,7 @@ def test_cli_sync_models_subjects_datasets_backup(cli_env, tracker, db, tmp_path
     h5 = tmp_path / "c2.h5"
     with h5py.File(h5, "w") as f:
         f.create_dataset("data", data=np.zeros((2, 129, 400), np.float32))
+        f.create_dataset("subjects", data=np.array([b"NDARAA001"] * 2))
         f.attrs.update(sfreq=100, release="R3", n_windows=2, n_channels=129, n_times=400)
     registered = _run(cli_env, "datasets", "register", str(h5))
     assert registered.exit_code == 0 and "2x129x400" in registered.output

@@ -1,11 +1,8 @@
-"""``eegfs datasets register FILES``: catalogue HDF5 window files in ``datasets``.
+"""``eegfs datasets register FILES``: the catalogue of HDF5 window files in ``datasets``.
 
-The metadata is read with h5py directly (no pipelines import). Two EEG2025 cache layouts:
-
-* Challenge 2: ``data`` (N, C, T) + attrs ``sfreq``, ``n_windows``, ``n_channels``, ``n_times``,
-  ``release``; subjects in ``subjects``.
-* Challenge 1: ``eeg`` (N, C, T) + attrs ``sfreq``, ``release``, ``n_windows``, ``n_channels``,
-  ``n_timepoints``; subjects in ``subject_ids``.
+This module only records: the CLI reads each file with ``pipelines.hdf5_io.open_windows`` (the
+feature build's reader, so the same files, layouts and ``--map``/``--layout`` options are
+accepted) and hashes it with ``services.files.sha256_file``, then passes plain dicts here.
 
 One document per file content (unique ``sha256``)::
 
@@ -20,128 +17,78 @@ location.
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo.database import Database
 
 from tracking.documents import to_document
 from tracking.errors import DatasetError
-from tracking.files import sha256_file
 from tracking.schema import DATASETS
 from tracking.timeutil import utcnow
 
-#: dataset key -> (challenge, layout name, subjects dataset, attribute holding the sample count)
-LAYOUTS = {
-    "data": (2, "challenge2", "subjects", "n_times"),
-    "eeg": (1, "challenge1", "subject_ids", "n_timepoints"),
-}
+#: Keys every record must hold (the rest of the schema above is optional).
+REQUIRED = ("path", "sha256", "challenge", "windows", "channels", "samples")
 
 
-def _attr(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """A root attribute as a plain value: bytes decoded, NumPy scalars/arrays as Python ones."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "ndim", 1) == 0:
-        return _attr(item())
+        return _plain(item())
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
-        return [_attr(v) for v in tolist()] if getattr(value, "ndim", 0) else tolist()
+        return [_plain(v) for v in tolist()] if getattr(value, "ndim", 0) else tolist()
     return value
 
 
-def read_hdf5_metadata(path: Path) -> dict[str, Any]:
-    """Catalogue fields of one HDF5 window file (without its sha256).
+def _check(record: Mapping[str, Any], index: int) -> dict[str, Any]:
+    if not isinstance(record, Mapping):
+        raise DatasetError(
+            f"dataset record {index} is a {type(record).__name__}, expected a dict of metadata"
+        )
+    label = record.get("path", f"record {index}")
+    missing = [k for k in REQUIRED if record.get(k) in (None, "")]
+    if missing:
+        raise DatasetError(
+            f"{label}: dataset metadata lacks {', '.join(missing)} (has {', '.join(sorted(record))}); "
+            "read the file with `eegfs datasets register`, which fills them"
+        )
+    meta = dict(record)
+    meta["path"] = str(meta["path"])
+    meta["attrs"] = {str(k): _plain(v) for k, v in (meta.get("attrs") or {}).items()}
+    meta.setdefault("warnings", [])
+    return to_document(meta, str(label))
+
+
+def record_datasets(db: Database, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Upsert one ``datasets`` document per record (keyed by ``sha256``); returns the stored ones.
+
+    Parameters
+    ----------
+    db : Database
+        Tracking database.
+    records : sequence of dict
+        Metadata of each file, already read and hashed: ``path``, ``sha256``, ``challenge``,
+        ``windows``, ``channels``, ``samples`` (required) and optionally ``layout``, ``dataset``,
+        ``release``, ``task``, ``sfreq``, ``window_s``, ``n_subjects``, ``dtype``,
+        ``compression``, ``size_bytes``, ``attrs``, ``warnings``.
 
     Raises
     ------
     DatasetError
-        When the file is missing, not HDF5, or holds neither ``data`` nor ``eeg`` as a
-        3-D (windows, channels, samples) dataset.
+        When no record is given or one lacks a required key; every record is checked before
+        anything is written, so one bad record leaves the catalogue untouched.
     """
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file")
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as exc:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    with fh:
-        key = next((k for k in LAYOUTS if k in fh), None)
-        if key is None:
-            raise DatasetError(
-                f"{path}: no 'data' (Challenge 2 layout) or 'eeg' (Challenge 1 layout) dataset; "
-                f"found {', '.join(sorted(fh.keys())) or 'nothing'}"
-            )
-        challenge, layout, subjects_key, samples_attr = LAYOUTS[key]
-        dset = fh[key]
-        if not isinstance(dset, h5py.Dataset) or dset.ndim != 3:
-            raise DatasetError(
-                f"{path}: '{key}' should be a (windows, channels, samples) array, found "
-                f"{getattr(dset, 'shape', type(dset).__name__)}"
-            )
-        windows, channels, samples = (int(n) for n in dset.shape)
-        attrs = {str(k): _attr(v) for k, v in fh.attrs.items()}
-        warnings = []
-        for attr, actual in (
-            ("n_windows", windows),
-            ("n_channels", channels),
-            (samples_attr, samples),
-        ):
-            if attr in attrs and attrs[attr] != actual:
-                warnings.append(f"attribute {attr}={attrs[attr]} but '{key}' has {actual}")
-        n_subjects = None
-        if subjects_key in fh and isinstance(fh[subjects_key], h5py.Dataset):
-            n_subjects = len({_attr(v) for v in fh[subjects_key][()]})
-        sfreq = attrs.get("sfreq")
-        return {
-            "path": str(path.resolve()),
-            "challenge": challenge,
-            "layout": layout,
-            "dataset": key,
-            "release": attrs.get("release"),
-            "task": attrs.get("task"),
-            "windows": windows,
-            "channels": channels,
-            "samples": samples,
-            "sfreq": float(sfreq) if sfreq is not None else None,
-            "window_s": samples / float(sfreq) if sfreq else None,
-            "n_subjects": n_subjects,
-            "dtype": str(dset.dtype),
-            "compression": dset.compression,
-            "size_bytes": path.stat().st_size,
-            "attrs": attrs,
-            "warnings": warnings,
-        }
-
-
-def register_files(
-    db: Database, paths: Sequence[Path], *, progress: bool = False
-) -> list[dict[str, Any]]:
-    """Record each HDF5 file (metadata + sha256) in ``datasets``; returns the stored documents.
-
-    Every file is read and hashed before anything is written, so one bad file leaves the
-    catalogue untouched.
-    """
-    if not paths:
+    if not records:
         raise DatasetError("no files given; pass one or more HDF5 files")
-    iterator = list(paths)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="reading and hashing", unit="file")
-    records = []
-    for path in iterator:
-        meta = read_hdf5_metadata(Path(path))
-        meta["sha256"] = sha256_file(Path(path))
-        records.append(to_document(meta, str(path)))
+    checked = [_check(r, i) for i, r in enumerate(records)]
     host = socket.gethostname()
     now = utcnow()
     stored = []
-    for meta in records:
+    for meta in checked:
         db[DATASETS].update_one(
             {"sha256": meta["sha256"]},
             {"$set": {**meta, "host": host, "updated_at": now},
@@ -151,3 +98,6 @@ def register_files(
         )  # fmt: skip
         stored.append(db[DATASETS].find_one({"sha256": meta["sha256"]}))
     return stored
+
+
+__all__ = ["REQUIRED", "record_datasets"]

@@ -48,9 +48,9 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.database import Database
 
+from services.files import sha256_file
 from tracking.documents import redact, redact_text, to_document
 from tracking.errors import MigrationError
-from tracking.files import sha256_file
 from tracking.schema import (
     CHECKPOINTS,
     DATASETS,
@@ -544,14 +544,14 @@ def _upsert(
 
 
 def _migrate_subjects(db, rows, legacy, report: MigrationReport, dry_run: bool) -> None:
-    from tracking.subjects import normalize_subject_id
+    from services.ids import normalize_subject_id
 
     stats = report.tables.setdefault("subjects", TableReport("subjects", SUBJECTS))
     stats.rows = len(rows)
     for row in rows:
         try:
             subject_id = normalize_subject_id(row["subject_id"])
-        except ValueError:
+        except (ValueError, TypeError):
             stats.skipped += 1
             report.notes.append(f"subjects row {row['subject_id']!r}: not a subject id, skipped")
             continue

@@ -1,4 +1,8 @@
-"""``eegfs subjects sync``: subject documents from participants.tsv and feature summaries.
+"""``eegfs subjects sync``: subject documents from participants rows and feature summaries.
+
+The participants.tsv files are parsed by the caller (the CLI uses
+``pipelines.participants.read_participants``, the same parser as the feature build); this module
+only records the rows, so the two never disagree on missing values, duplicates or ids.
 
 One document per subject in ``subjects`` (unique ``subject_id``, ``NDAR...`` without ``sub-``)::
 
@@ -20,8 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.database import Database
 
+from services.ids import SubjectIdError, normalize_subject_id
 from tracking.documents import to_document
 from tracking.errors import DatasetError, NotFoundError
 from tracking.schema import SUBJECTS
@@ -38,24 +42,12 @@ log = logging.getLogger(__name__)
 
 DEMOGRAPHICS = ("sex", "age", "ehq_total")
 SCORES = ("p_factor", "attention", "internalizing", "externalizing")
-_NUMERIC = ("age", "ehq_total", *SCORES)
-_KNOWN = ("participant_id", "release_number", *DEMOGRAPHICS, *SCORES)
+#: Row keys that are not copied to ``extra`` (both the parsed names and the raw BIDS ones).
+_KNOWN = ("subject_id", "participant_id", "release", "release_number", *DEMOGRAPHICS, *SCORES)
 #: Per-subject feature columns kept under ``quality`` (the rest of the scalars go to feature_summary).
 QUALITY_COLUMNS = ("n_windows", "n_good_windows", "good_fraction")
 _BOOKKEEPING = ("subject_id", "release", "challenge", "snapshot_id", "event_timestamp", "created",
                 "source_file")  # fmt: skip
-_ID = re.compile(r"^(?:sub-)?([A-Za-z0-9]+)$")
-
-
-def normalize_subject_id(value: Any) -> str:
-    """``"sub-NDARAB123"`` / ``b"NDARAB123"`` / ``" NDARAB123 "`` -> ``"NDARAB123"``."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    text = str(value).strip()
-    match = _ID.match(text)
-    if not match:
-        raise ValueError(f"subject id {value!r} is not like 'sub-NDARxxxx' or 'NDARxxxx'")
-    return match.group(1)
 
 
 def _key(text: str) -> str:
@@ -75,56 +67,6 @@ class SubjectSyncReport:
     updated: int = 0
     unchanged: int = 0
     messages: list[str] = field(default_factory=list)
-
-
-def read_participants(path: Path) -> list[dict[str, Any]]:
-    """Rows of a BIDS participants.tsv: ids normalised, ``n/a`` -> None, numbers as floats.
-
-    Raises
-    ------
-    DatasetError
-        When the file is missing, has no ``participant_id`` column, or holds a non-number in a
-        numeric column (the message names the file, row and column).
-    """
-    import pandas as pd
-
-    path = Path(path)
-    try:
-        frame = pd.read_csv(
-            path, sep="\t", dtype=str, na_values=["n/a", "N/A", ""], keep_default_na=False
-        )
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: no such participants file") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not a readable tab-separated file ({exc})") from exc
-    if "participant_id" not in frame.columns:
-        raise DatasetError(
-            f"{path}: no 'participant_id' column (found {', '.join(frame.columns)}); expected a BIDS "
-            "participants.tsv with participant_id, release_number, sex, age, ... separated by tabs"
-        )
-    rows = []
-    for index, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
-        row: dict[str, Any] = {}
-        for column, value in record.items():
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                row[column] = None
-                continue
-            if column in _NUMERIC:
-                try:
-                    row[column] = float(value)
-                except ValueError as exc:
-                    raise DatasetError(
-                        f"{path}: line {index}, column {column!r}: {value!r} is not a number "
-                        "(use n/a for a missing value)"
-                    ) from exc
-            else:
-                row[column] = str(value).strip()
-        try:
-            row["participant_id"] = normalize_subject_id(row["participant_id"])
-        except (ValueError, TypeError) as exc:
-            raise DatasetError(f"{path}: line {index}: {exc}") from exc
-        rows.append(row)
-    return rows
 
 
 def read_subject_features(features_dir: Path):
@@ -172,31 +114,82 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+def _participant_rows(source: str, table: Any) -> list[dict[str, Any]]:
+    """Rows of ``table`` (a DataFrame or an iterable of dicts) as plain dicts: canonical
+    ``subject_id``, ``release``, and None for every missing value (None, NaN, NaT)."""
+    records = table.to_dict("records") if callable(getattr(table, "to_dict", None)) else table
+    rows = []
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise DatasetError(
+                f"{source}: participants row {index} is a {type(record).__name__}, expected a "
+                "mapping of column -> value (parse the file with pipelines.participants)"
+            )
+        row = {str(k): _missing_to_none(_scalar(v)) for k, v in record.items()}
+        raw_id = row.get("subject_id", row.get("participant_id"))
+        if raw_id is None:
+            raise DatasetError(
+                f"{source}: participants row {index} has no subject_id (or participant_id); found "
+                f"keys {sorted(row)}"
+            )
+        try:
+            row["subject_id"] = normalize_subject_id(raw_id)
+        except (SubjectIdError, TypeError) as exc:
+            raise DatasetError(f"{source}: participants row {index}: {exc}") from exc
+        release = row.get("release", row.get("release_number"))
+        row["release"] = None if release in (None, "") else str(release)
+        rows.append(row)
+    return rows
+
+
+def _missing_to_none(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
 def sync_subjects(
     db: Database,
-    participants: Sequence[Path] = (),
+    participants: Mapping[str | Path, Any] | None = None,
     features_dir: Path | None = None,
 ) -> SubjectSyncReport:
-    """Upsert subject documents from participants.tsv files and per-subject feature summaries.
+    """Upsert subject documents from parsed participants rows and per-subject feature summaries.
+
+    Parameters
+    ----------
+    db : Database
+        Tracking database.
+    participants : mapping of source -> rows, optional
+        For each participants.tsv (the key, recorded as given in ``sources.participants``; pass
+        a resolved path), its rows as a DataFrame or a list of dicts, e.g. what
+        ``pipelines.participants.read_participants(path, extra_columns=True)`` returns. Keys
+        used: ``subject_id`` (or ``participant_id``), ``release`` (or ``release_number``),
+        ``sex``, ``age``, ``ehq_total``, the scores; any other key goes to ``extra``. Missing
+        values are None or NaN and never erase a known value.
+    features_dir : path, optional
+        Feature tables root holding ``subject_features/``.
 
     Raises
     ------
     DatasetError
-        For an unreadable participants file or feature table.
+        For a row without a valid subject id, or an unusable feature table.
     NotFoundError
-        When neither a participants file nor feature summaries were found.
+        When there were neither participants rows nor feature summaries.
     """
+    participants = dict(participants or {})
     report = SubjectSyncReport(participants_files=[Path(p) for p in participants])
     updates: dict[str, dict[str, Any]] = {}
 
     def entry(subject_id: str) -> dict[str, Any]:
         return updates.setdefault(subject_id, {"$set": {}, "$addToSet": {}})
 
-    for path in report.participants_files:
-        rows = read_participants(path)
+    parsed = {
+        str(source): _participant_rows(str(source), table) for source, table in participants.items()
+    }
+    for source, rows in parsed.items():
         report.participant_rows += len(rows)
         for row in rows:
-            update = entry(row["participant_id"])
+            update = entry(row["subject_id"])
             sets = update["$set"]
             for column in DEMOGRAPHICS:
                 if row.get(column) is not None:
@@ -208,9 +201,9 @@ def sync_subjects(
                 if column not in _KNOWN and value is not None:
                     sets[f"extra.{_key(column)}"] = value
             adds = update["$addToSet"]
-            if row.get("release_number"):
-                adds.setdefault("releases", set()).add(row["release_number"])
-            adds.setdefault("sources.participants", set()).add(str(Path(path).resolve()))
+            if row["release"]:
+                adds.setdefault("releases", set()).add(row["release"])
+            adds.setdefault("sources.participants", set()).add(source)
 
     frame = None
     if features_dir is not None:

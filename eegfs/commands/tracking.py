@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from eegfs.commands import console as _console
+from eegfs.commands import parse_layout
 from services.settings import Settings
 
 STATUSES = ("running", "completed", "failed", "stopped", "stale")
@@ -34,15 +36,6 @@ class _TrackingCommand(click.Command):
 
 class _Group(click.Group):
     command_class = _TrackingCommand
-
-
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:  # piped or captured: do not squeeze ids into 80 columns
-        console = Console(width=max(console.width, 200))
-    return console
 
 
 def _dumps(value: Any) -> str:
@@ -494,14 +487,24 @@ def subjects() -> None:
               help="Feature tables root with subject_features/ [default: <EEGFS_DATA_DIR>/features].")  # fmt: skip
 @click.pass_obj
 def subjects_sync(settings: Settings, participants, features_dir) -> None:
-    """Upsert subjects from participants.tsv and the feature pipeline's per-subject summaries."""
+    """Upsert subjects from participants.tsv and the feature pipeline's per-subject summaries.
+
+    The files are read with the feature build's parser (pipelines.participants): n/a, N/A, NA
+    and empty cells are missing, and a subject listed twice in one file is an error.
+    """
+    from pipelines.errors import PipelineError
+    from pipelines.participants import read_participants
     from tracking.database import open_database
     from tracking.subjects import sync_subjects
 
     if not participants and (settings.demo_dir / "participants.tsv").is_file():
         participants = (settings.demo_dir / "participants.tsv",)
+    try:
+        rows = {p.resolve(): read_participants(p, extra_columns=True) for p in participants}
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from exc
     with open_database(settings) as db:
-        report = sync_subjects(db, participants, features_dir or settings.features_dir)
+        report = sync_subjects(db, rows, features_dir or settings.features_dir)
     click.echo(f"{report.subjects} subject(s): {report.inserted} new, {report.updated} updated, "
                f"{report.unchanged} unchanged ({report.participant_rows} participants row(s) from "
                f"{len(report.participants_files)} file(s), {report.feature_rows} feature summary row(s))")  # fmt: skip
@@ -514,10 +517,10 @@ def subjects_sync(settings: Settings, participants, features_dir) -> None:
 @click.pass_obj
 def subjects_show(settings: Settings, subject_id: str) -> None:
     """One subject document as JSON (sub-NDAR... or NDAR...)."""
+    from services.ids import normalize_subject_id
     from tracking.database import open_database
     from tracking.errors import NotFoundError
     from tracking.schema import SUBJECTS
-    from tracking.subjects import normalize_subject_id
 
     sid = normalize_subject_id(subject_id)
     with open_database(settings) as db:
@@ -532,16 +535,81 @@ def datasets() -> None:
     """Catalogue of HDF5 window files (path, release, challenge, shape, sha256)."""
 
 
+def _dataset_record(path: Path, layout, sfreq: float | None) -> dict[str, Any]:
+    """Catalogue fields of one HDF5 window file, read with the feature build's reader."""
+    from pipelines.hdf5_io import open_windows
+    from services.files import sha256_file
+
+    with open_windows(path, layout=layout, sfreq=sfreq) as w:
+        dset = w.dataset
+        attrs = dict(dset.file.attrs)
+        record = {
+            "path": str(Path(path).resolve()),
+            "challenge": w.layout.challenge,
+            "layout": w.layout.name,
+            "dataset": w.layout.data,
+            "release": w.release or None,
+            "task": attrs.get("task"),
+            "windows": w.n_windows,
+            "channels": w.n_channels,
+            "samples": w.n_times,
+            "sfreq": w.sfreq,
+            "window_s": w.n_times / w.sfreq,
+            "n_subjects": len(set(w.subject_ids)),
+            "dtype": str(dset.dtype),
+            "compression": dset.compression,
+            "size_bytes": Path(path).stat().st_size,
+            "attrs": attrs,
+            "warnings": [],
+        }
+    record["sha256"] = sha256_file(path)
+    return record
+
+
 @datasets.command("register")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--layout", type=click.Choice(["challenge1", "challenge2"]), default=None,
+    help="Force a known layout instead of detecting it per file.",
+)  # fmt: skip
+@click.option(
+    "--map", "mapping", multiple=True, metavar="KEY=DATASET",
+    help="Explicit dataset names: data=, subjects=, challenge=1|2, label:<name>= (repeatable).",
+)  # fmt: skip
+@click.option("--sfreq", type=float, default=None,
+              help="Sampling rate (Hz) for files without an sfreq attribute.")  # fmt: skip
 @click.pass_obj
-def datasets_register(settings: Settings, files) -> None:
-    """Record HDF5 FILES (either EEG2025 layout) with their metadata and sha256."""
-    from tracking.database import open_database
-    from tracking.datasets import register_files
+def datasets_register(settings: Settings, files, layout, mapping, sfreq) -> None:
+    """Record HDF5 FILES with their metadata and sha256 (idempotent: keyed by content).
 
+    Files are opened and validated exactly as `eegfs features build` does (same --layout, --map
+    and --sfreq options); every file is read and hashed before anything is written.
+
+    \b
+    Example:
+      eegfs datasets register data/demo/*.h5
+    """
+    from pipelines.errors import PipelineError
+    from services.ids import SubjectIdError
+    from tracking.database import open_database
+    from tracking.datasets import record_datasets
+
+    lay = parse_layout(layout, mapping)
+    paths = list(files)
+    if len(paths) > 1:
+        from tqdm import tqdm
+
+        paths = tqdm(paths, desc="reading and hashing", unit="file")
+    records = []
+    for path in paths:
+        try:
+            records.append(_dataset_record(path, lay, sfreq))
+        except PipelineError as exc:  # the message names the file
+            raise click.ClickException(str(exc)) from exc
+        except SubjectIdError as exc:  # raised by the reader's id normaliser
+            raise click.ClickException(f"{path}: {exc}") from exc
     with open_database(settings) as db:
-        docs = register_files(db, list(files), progress=len(files) > 1)
+        docs = record_datasets(db, records)
     for d in docs:
         click.echo(f"{d['path']}: challenge {d['challenge']} release {d.get('release')} "
                    f"{d['windows']}x{d['channels']}x{d['samples']} @ {d.get('sfreq')} Hz  sha256 {d['sha256'][:16]}")  # fmt: skip
