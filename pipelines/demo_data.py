@@ -20,14 +20,11 @@ not depend on how many subjects or windows are generated besides its own.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import re
-import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +33,7 @@ import numpy as np
 
 from pipelines import synthetic_eeg as se
 from pipelines.errors import PipelineError
+from services.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +116,6 @@ def _draw_release(seed: int, release: str, n_subjects: int) -> list[_Subject]:
     ]
 
 
-@contextlib.contextmanager
-def _atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; rename it into place only on success."""
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        tmp.chmod(0o644)  # mkstemp makes 0600; data files are meant to be shared
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _dataset_kwargs(level: int) -> dict:
     # track_times=False keeps modification times out of the object headers: same bytes per run.
     return {"compression": "gzip", "compression_opts": level, "shuffle": True, "track_times": False}
@@ -155,7 +138,7 @@ def _write_h5(
     n = len(subjects) * windows_per_subject
     names = ("data", "targets", "subjects") if c2 else ("eeg", "labels", "subject_ids")
     kw = _dataset_kwargs(compression_level)
-    with _atomic_path(path) as tmp, h5py.File(tmp, "w", libver="earliest") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="earliest") as f:
         x = f.create_dataset(
             names[0], shape=(n, n_ch, n_times), dtype="float32", chunks=(1, n_ch, n_times), **kw
         )
@@ -349,7 +332,7 @@ def write_demo_data(
     for r in releases:
         lines += _participants_rows(r, drawn[r])
     try:
-        with _atomic_path(participants) as tmp:
+        with atomic_path(participants) as tmp:
             tmp.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     except OSError as exc:
         raise DemoDataError(f"writing {participants} failed: {exc}") from exc

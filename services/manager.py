@@ -9,8 +9,6 @@ started on the default port with its data, log and a state file (pid, address) u
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +71,12 @@ def _read_state(settings: Settings, name: str) -> dict | None:
 
 
 def _write_state(settings: Settings, server: LocalServer) -> None:
-    path = _state_path(settings, server.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(server.to_state(), tmp, indent=2)
-    os.replace(tmp.name, path)
+    from services.files import atomic_write_text
+
+    # 0600 as before: the state file is this user's bookkeeping of its own servers.
+    atomic_write_text(
+        _state_path(settings, server.name), json.dumps(server.to_state(), indent=2), mode=0o600
+    )
 
 
 def _configured_uri(settings: Settings, spec: ServiceSpec) -> str | None:

@@ -35,8 +35,9 @@ from bson.json_util import CANONICAL_JSON_OPTIONS, JSONOptions
 from pymongo import IndexModel, ReplaceOne
 from pymongo.database import Database
 
+from services.files import CHUNK, atomic_write_text, fsync_dir, fsync_file, sha256_file
 from tracking.errors import BackupError
-from tracking.files import CHUNK, sha256_file
+from tracking.files import write_atomic
 from tracking.timeutil import utcnow
 
 FORMAT = "eegfs-tracking-backup"
@@ -98,9 +99,15 @@ def backup_database(db: Database, directory: Path, *, progress: bool = False) ->
     )
     try:
         report = _write_backup(db, tmp, progress)
+        # Every file was fsynced as it was written; make the folders' entries durable too, so
+        # the rename below never exposes a backup whose files are still only in the page cache.
+        for folder in sorted((p for p in tmp.rglob("*") if p.is_dir()), reverse=True):
+            fsync_dir(folder)
+        fsync_dir(tmp)
         if directory.exists():
             directory.rmdir()
         os.replace(tmp, directory)
+        fsync_dir(directory.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -125,6 +132,7 @@ def _write_backup(db: Database, root: Path, progress: bool) -> BackupReport:
             for doc in db[name].find({}, sort=[("_id", 1)]):
                 out.write(json_util.dumps(doc, json_options=CANONICAL_JSON_OPTIONS) + "\n")
                 count += 1
+        fsync_file(path)
         indexes = []
         for spec in db[name].list_indexes():
             if spec["name"] == "_id_":
@@ -146,19 +154,16 @@ def _write_backup(db: Database, root: Path, progress: bool) -> BackupReport:
         for doc in _progress(docs, progress, desc=f"GridFS {bucket}", unit="file"):
             file_id = doc["_id"]
             name = hashlib.sha1(json_util.dumps(file_id).encode()).hexdigest() + ".bin"
-            digest = hashlib.sha256()
-            size = 0
-            with fs.open_download_stream(file_id) as src, open(folder / name, "wb") as dst:
-                for chunk in iter(lambda src=src: src.read(CHUNK), b""):
-                    digest.update(chunk)
-                    dst.write(chunk)
-                    size += len(chunk)
+            with fs.open_download_stream(file_id) as src:
+                # hashed while copied, fsynced, renamed into place
+                sha256 = write_atomic(folder / name, iter(lambda src=src: src.read(CHUNK), b""))
+            size = (folder / name).stat().st_size
             files.append({"id": json.loads(json_util.dumps(file_id, json_options=CANONICAL_JSON_OPTIONS)),
-                          "file": f"gridfs/{bucket}/{name}", "length": size, "sha256": digest.hexdigest()})  # fmt: skip
+                          "file": f"gridfs/{bucket}/{name}", "length": size, "sha256": sha256})  # fmt: skip
             report.gridfs_files += 1
             report.gridfs_bytes += size
         manifest["gridfs"][bucket] = files
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
     return report
 
 

@@ -8,8 +8,9 @@ import gridfs
 from bson import ObjectId
 from pymongo.database import Database
 
+from services.files import CHUNK, sha256_file
 from tracking.errors import ChecksumMismatchError, NotFoundError
-from tracking.files import CHUNK, sha256_file, write_atomic
+from tracking.files import write_atomic
 from tracking.schema import GRIDFS_BUCKET
 
 

@@ -30,9 +30,9 @@ import pymongo
 from bson import ObjectId
 from pymongo.database import Database
 
+from services.files import sha256_file
 from tracking.errors import ChecksumMismatchError, NotFoundError
 from tracking.fetch import fetch_file
-from tracking.files import sha256_file
 from tracking.ids import to_object_id
 from tracking.schema import CHECKPOINTS, EXPERIMENTS, GRIDFS_BUCKET, MODEL_VERSIONS, MODELS
 from tracking.timeutil import utcnow

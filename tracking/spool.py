@@ -28,6 +28,7 @@ from typing import Any
 from bson import json_util
 from bson.json_util import RELAXED_JSON_OPTIONS, JSONOptions
 
+from services.files import fsync_dir
 from tracking.errors import SpoolError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class SpoolFile:
             fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open while spooling
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._fh = fh
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return self._fh
 
     def append(self, records: list[dict[str, Any]]) -> None:
@@ -109,14 +110,6 @@ class SpoolFile:
                     self.count,
                     self.path,
                 )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:

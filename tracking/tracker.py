@@ -39,6 +39,7 @@ from bson import ObjectId
 from pymongo.errors import ConnectionFailure
 
 from services.connections import mask_uri, mongo_client
+from services.files import sha256_file
 from services.settings import Settings
 from tracking import schema
 from tracking.documents import clean_metrics, redact, redact_text, to_document
@@ -48,7 +49,7 @@ from tracking.errors import (
     TrackingUnavailableError,
 )
 from tracking.fetch import fetch_file
-from tracking.files import copy_hashing, sha256_file
+from tracking.files import copy_hashing
 from tracking.gitinfo import detect_git
 from tracking.ids import to_object_id
 from tracking.spool import SpoolFile, default_spool_dir
