@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from eegfs.commands import console
 from services.settings import Settings
 
 
 def _print_status(statuses) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("service", "address", "origin", "version", "answering", "note")
@@ -19,8 +17,7 @@ def _print_status(statuses) -> None:
             s.name, s.uri, s.origin, s.version or "-",
             "[green]yes[/green]" if s.answering else "[red]no[/red]", s.note,
         )  # fmt: skip
-    # Not a terminal (CI logs, pipes): rich would wrap at 80 columns; keep rows on one line.
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console().print(table)
 
 
 @click.group()
