@@ -69,6 +69,8 @@ features: services demo-data
 	$(EEGFS) features build --input $(DEMO_DIR)/*.h5 --participants $(DEMO_DIR)/participants.tsv
 	$(EEGFS) features apply
 	$(EEGFS) features materialize
+	$(EEGFS) datasets register $(DEMO_DIR)/*.h5
+	$(EEGFS) subjects sync --participants $(DEMO_DIR)/participants.tsv
 
 train: features
 	$(EEGFS) train --challenge 2 --data $(DEMO_DIR)/challenge2_R*.h5 --seed $(SEED)
