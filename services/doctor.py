@@ -70,28 +70,29 @@ def check_packages(settings: Settings) -> str:
     return f"{len(REQUIRED_MODULES)} required packages importable{note}"
 
 
-def check_redis(settings: Settings) -> str:
-    version = ping_redis(settings.redis_url)
+def _check_server(label: str, uri: str, source: str, version: str | None, env_key: str, local: str) -> str:
     if version is None:
         fix = (
-            "start that server or fix REDIS_URL"
-            if settings.redis_source == "configured"
-            else "eegfs services up   (starts a local redis-server)"
+            f"start that server or fix {env_key}"
+            if source == "configured"
+            else f"eegfs services up   (starts a local {local})"
         )
-        raise CheckFailed(f"Redis at {mask_uri(settings.redis_url)} does not answer", fix)
-    return f"Redis {version} at {mask_uri(settings.redis_url)} ({settings.redis_source})"
+        raise CheckFailed(f"{label} at {mask_uri(uri)} does not answer", fix)
+    return f"{label} {version} at {mask_uri(uri)} ({source})"
+
+
+def check_redis(settings: Settings) -> str:
+    return _check_server(
+        "Redis", settings.redis_url, settings.redis_source, ping_redis(settings.redis_url),
+        "REDIS_URL", "redis-server",
+    )  # fmt: skip
 
 
 def check_mongo(settings: Settings) -> str:
-    version = ping_mongo(settings.mongo_uri)
-    if version is None:
-        fix = (
-            "start that server or fix MONGO_URI"
-            if settings.mongo_source == "configured"
-            else "eegfs services up   (starts a local MongoDB-wire server, secantusdb)"
-        )
-        raise CheckFailed(f"MongoDB at {mask_uri(settings.mongo_uri)} does not answer", fix)
-    return f"MongoDB-wire {version} at {mask_uri(settings.mongo_uri)} ({settings.mongo_source})"
+    return _check_server(
+        "MongoDB", settings.mongo_uri, settings.mongo_source, ping_mongo(settings.mongo_uri),
+        "MONGO_URI", "MongoDB-wire server, secantusdb",
+    )  # fmt: skip
 
 
 def check_data_dir(settings: Settings) -> str:

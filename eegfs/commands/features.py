@@ -58,25 +58,14 @@ def build(
     Example:
       eegfs features build --input data/demo/*.h5 --participants data/demo/participants.tsv
     """
+    from eegfs.commands import parse_layout
     from pipelines.build import BuildOptions, build_features
     from pipelines.errors import PipelineError
-    from pipelines.hdf5_io import KNOWN_LAYOUTS, layout_from_mapping
 
     files = [*inputs, *more_inputs]
     if not files:
         raise click.UsageError("give at least one HDF5 file with --input")
-    lay = KNOWN_LAYOUTS[layout] if layout else None
-    if mapping:
-        pairs = {}
-        for item in mapping:
-            key, sep, value = item.partition("=")
-            if not sep or not value:
-                raise click.UsageError(f"--map expects KEY=DATASET, got {item!r}")
-            pairs[key.strip()] = value.strip()
-        try:
-            lay = layout_from_mapping(pairs, base=lay)
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from exc
+    lay = parse_layout(layout, mapping)
     options = BuildOptions(
         force=force, layout=lay, sfreq=sfreq, chunk_windows=chunk_windows, workers=workers,
         progress=not no_progress,
