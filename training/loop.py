@@ -240,7 +240,7 @@ def fit(
         started = time.perf_counter()
         window_start, window_batches = started, 0
         total_loss, n_samples, n_batches = 0.0, 0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not progress,
+        bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=None if progress else True,  # None: off when not a terminal
                    unit="batch", dynamic_ncols=True)  # fmt: skip
         for batch in bar:
             meter.add(batch.get("lookup"))
