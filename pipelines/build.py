@@ -10,10 +10,11 @@ from which the store offers these values. A training frame "as of T" therefore s
 snapshots built before T, whatever was rebuilt later. ``created`` is when the rows were written
 (equal to ``event_timestamp`` except after a ``--force`` rebuild).
 
-All inputs are opened and validated before anything is computed, and a snapshot's files are
-committed (renamed into place, then listed in the manifest) only once the whole file has been
-read: a bad or truncated file leaves no output, and an interrupted build resumes where it
-stopped when rerun.
+All inputs are opened and validated before anything is computed. A snapshot's files are staged
+and committed together (:func:`pipelines.feature_tables.staged_snapshot`) only once the whole
+input has been read and every file is written: a bad or truncated file, or any error while
+writing, leaves no output, and an interrupted build resumes where it stopped when rerun (first
+completing a snapshot whose commit had already begun).
 """
 
 from __future__ import annotations
@@ -26,26 +27,29 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from pipelines import feature_tables as ft
 from pipelines.bandpower import BandpowerParams, WelchPlan, window_quality
 from pipelines.errors import FeatureTableError, InputDataError
 from pipelines.hdf5_io import H5Layout, H5Windows, open_windows
 from pipelines.participants import LABEL_COLUMNS, read_participants
+from services.files import sha256_file
 
 log = logging.getLogger(__name__)
 
 #: Bump when the meaning of any feature changes: every input then gets a new snapshot.
 FEATURE_CODE_VERSION = "1"
 DEFAULT_MAX_FLAT_FRACTION = 0.1
+#: Read size when hashing inputs (large reads: the hash runs beside the computation).
+HASH_CHUNK = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,7 @@ def build_features(
         features_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FeatureTableError(f"cannot create the features directory {features_dir}: {exc}") from exc
-    lock = FileLock(str(features_dir / ft.LOCK_NAME), timeout=30)
+    lock = ft.build_lock(features_dir, timeout=30)
     try:
         lock.acquire()
     except Timeout as exc:
@@ -184,6 +188,9 @@ def build_features(
     try:
         ft.remove_stale_temporaries(features_dir)
         manifest = ft.Manifest.load(features_dir)
+        finished = ft.finish_staged(manifest)
+        if finished:
+            log.info("completed the commit of %d interrupted snapshot(s): %s", len(finished), finished)
         people = read_participants(participants)
         known = set(people["subject_id"])
         opened: list[H5Windows] = []
@@ -254,12 +261,12 @@ def _build_participants(
     people: pd.DataFrame,
     opts: BuildOptions,
 ) -> FileResult:
-    sha = ft.file_sha256(path)
+    sha = sha256_file(path, chunk=HASH_CHUNK)
     sid = _participants_snapshot_id(sha)
     old = manifest.snapshots.get(sid)
     if old is not None and not opts.force:
         return FileResult(path, sid, "skipped", n_subjects=len(people))
-    created = ft.utc_now()
+    created = datetime.now(UTC)
     event_ts = datetime.fromisoformat(old["event_timestamp"]) if old else created
     n = len(people)
     common = {
@@ -278,24 +285,22 @@ def _build_participants(
         }
     )
     labels = pa.table({**common, **{c: pa.array(people[c], pa.float64()) for c in LABEL_COLUMNS}})
-    files = {}
-    for table, data in ((ft.SUBJECT_DEMOGRAPHICS, demo), (ft.SUBJECT_LABELS, labels)):
-        dest = ft.table_path(features_dir, table, sid)
-        ft.write_table(data, dest)
-        files[table] = str(dest.relative_to(features_dir))
-    manifest.snapshots[sid] = {
-        "snapshot_id": sid,
-        "kind": "participants",
-        "challenge": None,
-        "input": {"path": str(path.resolve()), "name": path.name, "sha256": sha},
-        "code_version": FEATURE_CODE_VERSION,
-        "params": {},
-        "created": created.isoformat(),
-        "event_timestamp": event_ts.isoformat(),
-        "n_subjects": n,
-        "files": files,
-    }
-    manifest.save()
+    with ft.staged_snapshot(features_dir, sid) as stage:
+        stage.write_table(ft.SUBJECT_DEMOGRAPHICS, demo)
+        stage.write_table(ft.SUBJECT_LABELS, labels)
+        stage.commit(
+            manifest,
+            {
+                "kind": "participants",
+                "challenge": None,
+                "input": {"path": str(path.resolve()), "name": path.name, "sha256": sha},
+                "code_version": FEATURE_CODE_VERSION,
+                "params": {},
+                "created": created.isoformat(),
+                "event_timestamp": event_ts.isoformat(),
+                "n_subjects": n,
+            },
+        )
     return FileResult(path, sid, "rebuilt" if old else "built", n_subjects=n)
 
 
@@ -310,7 +315,7 @@ def _cached_sha256(manifest: ft.Manifest, path: Path) -> str | None:
 
 def _hash_file(path: Path) -> tuple[str, int, int]:
     st = path.stat()
-    return ft.file_sha256(path), st.st_size, st.st_mtime_ns
+    return sha256_file(path, chunk=HASH_CHUNK), st.st_size, st.st_mtime_ns
 
 
 def _snapshot_id(w: H5Windows, sha: str, opts: BuildOptions) -> str:
@@ -423,7 +428,7 @@ def _build_one(
     bands = params.band_names
     plan = WelchPlan(params, w.sfreq, w.n_times)
     ref = w.reference_mask
-    created = ft.utc_now()
+    created = datetime.now(UTC)
     challenge = w.layout.challenge
     codes, subjects = pd.factorize(pd.Series(w.subject_ids), sort=False)
     codes = codes.astype(np.int64)
@@ -480,12 +485,12 @@ def _build_one(
                     b"eegfs.units": b"abs_*: uV^2; logabs_*: log10(uV^2); rel_*: fraction of total power",
                 }
                 win_schema = _window_schema(bands).with_metadata(schema_meta)
-                win_final = ft.table_path(features_dir, ft.WINDOW_FEATURES, sid, challenge)
-                win_tmp = stack.enter_context(ft.atomic_target(win_final))
+                # every file of the snapshot is staged; all appear together at the commit below
+                stage = stack.enter_context(ft.staged_snapshot(features_dir, sid))
                 # dictionary encoding only for the repeated strings: trying it on float lists costs 4x
                 writer = stack.enter_context(
                     pq.ParquetWriter(
-                        win_tmp, win_schema, compression="snappy",
+                        stage.path(ft.WINDOW_FEATURES, challenge), win_schema, compression="snappy",
                         use_dictionary=["subject_id", "release", "snapshot_id"], write_statistics=False,
                     )  # fmt: skip
                 )
@@ -500,43 +505,36 @@ def _build_one(
                 break
         writer.close()
         old, sha, event_ts = ident["old"], ident["sha"], ident["event_ts"]
-        # window rows complete: write the small tables, then rename everything into place
-        files = {ft.WINDOW_FEATURES: win_final}
-        labels_table = _window_labels_table(w, sid, event_ts, created)
-        files[ft.WINDOW_LABELS] = ft.table_path(features_dir, ft.WINDOW_LABELS, sid, challenge)
-        ft.write_table(labels_table, files[ft.WINDOW_LABELS])
+        stage.write_table(ft.WINDOW_LABELS, _window_labels_table(w, sid, event_ts, created), challenge)
         if "response_time" in w.labels:
             rt = _rt_table(w, codes, subjects, sid, event_ts, created)
-            files[ft.SUBJECT_RT_LABELS] = ft.table_path(features_dir, ft.SUBJECT_RT_LABELS, sid, challenge)
-            ft.write_table(rt, files[ft.SUBJECT_RT_LABELS])
+            stage.write_table(ft.SUBJECT_RT_LABELS, rt, challenge)
         subj = _subject_table(w, acc, subjects, chan_mean_rel, good_all, codes, sid, event_ts, created, bands)
         subj = subj.replace_schema_metadata({**schema_meta, **(subj.schema.metadata or {})})
-        files[ft.SUBJECT_FEATURES] = ft.table_path(features_dir, ft.SUBJECT_FEATURES, sid, challenge)
-        ft.write_table(subj, files[ft.SUBJECT_FEATURES])
-    n_good = int(good_all.sum())
-    manifest.channels.setdefault(ft.challenge_dir(challenge), list(w.channel_names))
-    manifest.snapshots[sid] = {
-        "snapshot_id": sid,
-        "kind": "hdf5",
-        "challenge": challenge,
-        "layout": w.layout.name,
-        "input": {"path": str(w.path), "name": w.path.name, "sha256": sha, "size": w.path.stat().st_size},
-        "code_version": FEATURE_CODE_VERSION,
-        "params": {**params.to_dict(), "max_flat_fraction": opts.max_flat_fraction},
-        "created": created.isoformat(),
-        "event_timestamp": event_ts.isoformat(),
-        "release": w.release,
-        "sfreq": w.sfreq,
-        "n_times": w.n_times,
-        "channels": list(w.channel_names),
-        "n_windows": w.n_windows,
-        "n_subjects": len(subjects),
-        "n_good_windows": n_good,
-        "n_nonfinite_windows": n_nonfinite,
-        "n_flat_windows": n_flat_windows,
-        "files": {k: str(v.relative_to(features_dir)) for k, v in files.items()},
-    }
-    manifest.save()
+        stage.write_table(ft.SUBJECT_FEATURES, subj, challenge)
+        n_good = int(good_all.sum())
+        stage.commit(
+            manifest,
+            {
+                "kind": "hdf5",
+                "challenge": challenge,
+                "layout": w.layout.name,
+                "input": {"path": str(w.path), "name": w.path.name, "sha256": sha, "size": w.path.stat().st_size},
+                "code_version": FEATURE_CODE_VERSION,
+                "params": {**params.to_dict(), "max_flat_fraction": opts.max_flat_fraction},
+                "created": created.isoformat(),
+                "event_timestamp": event_ts.isoformat(),
+                "release": w.release,
+                "sfreq": w.sfreq,
+                "n_times": w.n_times,
+                "channels": list(w.channel_names),
+                "n_windows": w.n_windows,
+                "n_subjects": len(subjects),
+                "n_good_windows": n_good,
+                "n_nonfinite_windows": n_nonfinite,
+                "n_flat_windows": n_flat_windows,
+            },
+        )
     return FileResult(
         path=w.path,
         snapshot_id=sid,

@@ -424,14 +424,18 @@ class FeatureStoreClient:
         Each view is materialized from the oldest new snapshot's ``event_timestamp``, so
         snapshots older than a TTL, or committed while an earlier materialization ran, are never
         skipped. Then writes the marker key that tells every client to drop its online cache.
+        A snapshot whose commit a killed build left half done is completed first (Feast reads
+        whole table directories), unless a build holds the lock: that build has done it.
         """
         self._require_registry()
+        # Feast reads whole table directories: first complete a commit a killed build left half done
+        ft.finish_interrupted_build(self.settings.features_dir)
         manifest = ft.Manifest.load(self.settings.features_dir)
         if not manifest.snapshots:
             raise FeatureStoreError(
                 f"no feature snapshots under {self.settings.features_dir}; run `eegfs features build`"
             )
-        end = (end or ft.utc_now()).astimezone(UTC)
+        end = (end or datetime.now(UTC)).astimezone(UTC)
         marker = self._read_marker() or {}
         done = set(marker.get("snapshot_ids", []))
         ready = {
@@ -461,7 +465,7 @@ class FeatureStoreClient:
         value = {
             "store_snapshot_id": "fs_" + ft.short_hash(served),
             "snapshot_ids": served,
-            "materialized_at": ft.utc_now().isoformat(),
+            "materialized_at": datetime.now(UTC).isoformat(),
             "end": end.isoformat(),
             "nonce": uuid.uuid4().hex,
         }

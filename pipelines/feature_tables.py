@@ -12,10 +12,16 @@ Everything lives under ``settings.features_dir`` (``data/features`` by default):
     feast/registry.db                                 Feast registry (written by apply)
 
 ``<challenge>`` is ``challenge1`` or ``challenge2``. A snapshot's files are never rewritten by a
-later snapshot (only ``--force`` rewrites a snapshot, keeping its ``event_timestamp``). Files are
-written to a dot-prefixed temporary name in the same directory and renamed into place; readers
-(pyarrow, pandas, dask, Feast) skip dot-files, and this package's own readers only read the files
-that ``manifest.json`` lists.
+later snapshot (only ``--force`` rewrites a snapshot, keeping its ``event_timestamp``).
+
+A snapshot appears all at once (:class:`SnapshotStage`): its files are written under
+``.staging/<snapshot_id>/`` (same layout as above; invisible to anything that reads a table
+directory), fsynced, and a commit record ``.staging/<snapshot_id>/snapshot.json`` (the manifest
+entry) is written atomically. Only then are the files renamed into their table directories,
+the manifest is saved and the staging directory is removed. A build that dies before the record
+leaves only a staging directory, which the next build deletes; one that dies after it is rolled
+forward by the next build (or ``materialize``): the remaining renames, then the manifest. This
+package's own readers only read the files that ``manifest.json`` lists.
 """
 
 from __future__ import annotations
@@ -24,22 +30,28 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
 from pipelines.errors import FeatureTableError
+from services.files import atomic_write_text, fsync_dir, fsync_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 LOCK_NAME = ".build.lock"
+#: Directory (under features_dir) where snapshots are written before they are committed.
+STAGING_NAME = ".staging"
+#: Commit record of a staged snapshot: its manifest entry, written once every file is complete.
+COMMIT_RECORD = "snapshot.json"
 
 #: Tables written per HDF5 input, keyed by table name (a directory under features_dir).
 WINDOW_FEATURES = "window_features"
@@ -67,46 +79,10 @@ def table_path(features_dir: Path, table: str, snapshot_id: str, challenge: int 
     return base / f"{snapshot_id}.parquet"
 
 
-def utc_now() -> datetime:
-    """Now, UTC, truncated to microseconds (the Parquet timestamp resolution)."""
-    return datetime.now(UTC)
-
-
-def file_sha256(path: Path, *, block: int = 8 << 20) -> str:
-    """SHA-256 of a file's bytes (hashlib releases the GIL, so this may run in a thread)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def short_hash(obj) -> str:
     """16 hex digits of the SHA-256 of ``obj`` as canonical JSON."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def atomic_target(final: Path) -> Iterator[Path]:
-    """Yield a dot-prefixed temporary path next to ``final``; rename into place on success."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_table(table: pa.Table, final: Path) -> None:
-    """Write ``table`` to ``final`` atomically (zstd-compressed Parquet)."""
-    with atomic_target(final) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
 
 
 def remove_stale_temporaries(features_dir: Path, older_than_s: float = 0.0) -> int:
@@ -183,8 +159,7 @@ class Manifest:
             "channels": self.channels,
             "hash_cache": self.hash_cache,
         }
-        with atomic_target(self.path) as tmp:
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True))
 
     def files(self, table: str, challenge: int | None = None) -> list[Path]:
         """Committed files of ``table`` (one challenge or all), oldest snapshot first."""
@@ -207,6 +182,176 @@ class Manifest:
         if not self.snapshots:
             return None
         return "fs_" + short_hash(sorted(self.snapshots))
+
+
+# --- all-or-nothing snapshots -------------------------------------------------------------------
+class SnapshotStage:
+    """The files of one snapshot, written privately and committed together.
+
+    Use through :func:`staged_snapshot`. Files are written under
+    ``<features_dir>/.staging/<snapshot_id>/`` with the same relative paths they will have in the
+    store; :meth:`commit` fsyncs them, writes the commit record (the manifest entry) and then
+    moves them into place and saves the manifest (see :func:`finish_staged`).
+    """
+
+    def __init__(self, features_dir: Path, snapshot_id: str):
+        self.features_dir = Path(features_dir)
+        self.snapshot_id = snapshot_id
+        self.root = self.features_dir / STAGING_NAME / snapshot_id
+        self.files: dict[str, str] = {}  # table -> path relative to features_dir (POSIX)
+        self.recorded = False
+
+    def path(self, table: str, challenge: int | None = None) -> Path:
+        """Staged path of this snapshot's file of ``table`` (its parent directory exists)."""
+        final = table_path(self.features_dir, table, self.snapshot_id, challenge)
+        rel = final.relative_to(self.features_dir)
+        self.files[table] = rel.as_posix()
+        staged = self.root / rel
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        return staged
+
+    def write_table(self, table: str, data: pa.Table, challenge: int | None = None) -> None:
+        """Stage ``data`` as this snapshot's file of ``table`` (zstd-compressed Parquet)."""
+        pq.write_table(data, self.path(table, challenge), compression="zstd")
+
+    def commit(self, manifest: Manifest, entry: dict) -> dict:
+        """Make the snapshot visible and list it in ``manifest``; returns the stored entry.
+
+        Once the commit record is written the snapshot is committed: if anything fails after
+        that (a rename, the manifest write, a crash), the next :func:`finish_staged` completes
+        it, so the staged files are then kept.
+        """
+        for rel in self.files.values():
+            fsync_file(self.root / rel)
+        for folder in {(self.root / rel).parent for rel in self.files.values()}:
+            fsync_dir(folder)
+        entry = {**entry, "snapshot_id": self.snapshot_id, "files": dict(self.files)}
+        atomic_write_text(self.root / COMMIT_RECORD, json.dumps(entry, indent=1, sort_keys=True))
+        self.recorded = True
+        _roll_forward(manifest, self.root, entry)
+        return entry
+
+    def discard(self) -> None:
+        """Delete the staged files (only before the commit record exists)."""
+        if not self.recorded:
+            _remove_stage(self.root)
+
+
+@contextlib.contextmanager
+def staged_snapshot(features_dir: Path, snapshot_id: str) -> Iterator[SnapshotStage]:
+    """A :class:`SnapshotStage` for ``snapshot_id``; on an error before :meth:`~SnapshotStage.commit`
+    wrote its record, everything staged is deleted and the store is left as it was.
+
+    Call with the build lock held (the staging directory of ``snapshot_id`` is emptied first).
+    """
+    stage = SnapshotStage(features_dir, snapshot_id)
+    shutil.rmtree(stage.root, ignore_errors=True)
+    stage.root.mkdir(parents=True)
+    try:
+        yield stage
+    except BaseException:
+        stage.discard()
+        raise
+
+
+def _roll_forward(manifest: Manifest, root: Path, entry: dict) -> None:
+    """Move a recorded snapshot's staged files into place, list it in the manifest, clean up.
+
+    Idempotent: a file already moved (a crash between renames) is found in place.
+    """
+    features_dir = Path(manifest.features_dir)
+    sid = entry["snapshot_id"]
+    try:
+        parents = set()
+        for rel in entry["files"].values():
+            staged, final = root / rel, features_dir / rel
+            if staged.exists():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, final)
+                parents.add(final.parent)
+            elif not final.exists():
+                raise FeatureTableError(
+                    f"{root}: snapshot {sid} was recorded but its file {rel} is neither staged nor "
+                    f"in place (deleted by hand?). Fix: delete {root} and rerun `eegfs features build`"
+                )
+        for folder in parents:
+            fsync_dir(folder)
+        if entry.get("kind") == "hdf5" and entry.get("challenge") is not None:
+            manifest.channels.setdefault(challenge_dir(entry["challenge"]), list(entry["channels"]))
+        manifest.snapshots[sid] = entry
+        manifest.save()
+    except OSError as exc:
+        raise FeatureTableError(
+            f"{features_dir}: committing snapshot {sid} failed after it was recorded in {root}: "
+            f"{exc}. Fix the cause; the next `eegfs features build` completes the commit"
+        ) from exc
+    _remove_stage(root)
+
+
+def _remove_stage(root: Path) -> None:
+    """Delete a staging directory, and ``.staging`` itself once it is empty."""
+    shutil.rmtree(root, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        root.parent.rmdir()
+
+
+def finish_staged(manifest: Manifest) -> list[str]:
+    """Complete or delete what an interrupted build left under ``.staging`` (build lock held).
+
+    A staged snapshot with a commit record is rolled forward (remaining renames, then the
+    manifest); one without is deleted. Returns the ids of the snapshots completed.
+    """
+    staging = Path(manifest.features_dir) / STAGING_NAME
+    if not staging.is_dir():
+        return []
+    done = []
+    for root in sorted(p for p in staging.iterdir() if p.is_dir()):
+        record = root / COMMIT_RECORD
+        try:
+            entry = json.loads(record.read_text())
+        except FileNotFoundError:
+            entry = None
+        except (OSError, ValueError) as exc:  # atomic_write_text never leaves half a record
+            raise FeatureTableError(
+                f"{record}: unreadable commit record ({exc}). Fix: delete {root} and rerun "
+                "`eegfs features build`"
+            ) from exc
+        if entry is None:
+            _remove_stage(root)  # never committed: the rerun rebuilds it
+            continue
+        if entry.get("snapshot_id") != root.name or not isinstance(entry.get("files"), dict):
+            raise FeatureTableError(
+                f"{record}: commit record of snapshot {entry.get('snapshot_id')!r} without a file "
+                f"list, in the staging directory of {root.name!r}. Fix: delete {root} and rerun "
+                "`eegfs features build`"
+            )
+        _roll_forward(manifest, root, entry)
+        done.append(root.name)
+    return done
+
+
+def build_lock(features_dir: Path, timeout: float = 30) -> FileLock:
+    """The lock every writer of ``features_dir`` holds (``.build.lock``)."""
+    return FileLock(str(Path(features_dir) / LOCK_NAME), timeout=timeout)
+
+
+def finish_interrupted_build(features_dir: Path) -> list[str]:
+    """:func:`finish_staged` for readers of table directories (``materialize``).
+
+    Does nothing when there is nothing staged or when a build holds the lock (that build did it
+    when it started). Returns the ids of the snapshots completed.
+    """
+    if not (Path(features_dir) / STAGING_NAME).is_dir():
+        return []
+    lock = build_lock(features_dir, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return []
+    try:
+        return finish_staged(Manifest.load(features_dir))
+    finally:
+        lock.release()
 
 
 def read_tables(paths: list[Path], columns: list[str] | None = None) -> pa.Table | None:
@@ -234,12 +379,13 @@ __all__ = [
     "WINDOW_FEATURES",
     "WINDOW_LABELS",
     "Manifest",
-    "atomic_target",
-    "file_sha256",
+    "SnapshotStage",
+    "build_lock",
+    "finish_interrupted_build",
+    "finish_staged",
     "list_array",
     "read_tables",
     "short_hash",
+    "staged_snapshot",
     "table_path",
-    "utc_now",
-    "write_table",
 ]
