@@ -527,12 +527,15 @@ def _validate(
                 f"subject id per window of {lay.data!r}. Fix: re-export with matching lengths"
             )
         try:
-            raw_ids = sub_ds[()]
-            ids = [normalize_subject_id(_text(v)) for v in raw_ids]
-        except (OSError, UnicodeDecodeError, TypeError) as exc:
+            texts = [_text(v) for v in sub_ds[()]]
+        except (OSError, TypeError) as exc:
             raise InputDataError(f"{path}: dataset {lay.subjects!r} is unreadable: {exc}") from exc
-        if any(not s for s in ids):
-            raise InputDataError(f"{path}: dataset {lay.subjects!r} holds empty subject ids")
+        ids = []
+        for i, text in enumerate(texts):
+            try:
+                ids.append(normalize_subject_id(text))
+            except ValueError as exc:  # services.ids.SubjectIdError: names the id and the fix
+                raise InputDataError(f"{path}: dataset {lay.subjects!r}, window {i}: {exc}") from exc
 
         labels: dict[str, np.ndarray] = {}
         for label, name in lay.labels.items():

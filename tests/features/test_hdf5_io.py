@@ -123,6 +123,19 @@ def test_per_window_length_mismatch(tmp_path):
         open_windows(spec.path)
 
 
+@pytest.mark.parametrize(
+    ("bad", "found"),
+    [("NDAR_AA02", "holds characters other than letters and digits"), ("sub-", "is empty")],
+)
+def test_bad_subject_id_names_file_dataset_and_id(tmp_path, bad, found):
+    spec = write_h5(tmp_path / "ids.h5", layout="challenge1", subjects=["NDARAA000001", bad], windows_per_subject=2)
+    with pytest.raises(InputDataError) as err:
+        open_windows(spec.path)
+    msg = str(err.value)
+    assert str(spec.path) in msg and "dataset 'subject_ids', window 2" in msg
+    assert repr(bad) in msg and found in msg
+
+
 def test_inconsistent_channel_and_sample_attributes(tmp_path):
     spec = write_h5(tmp_path / "attrs.h5", attrs={"n_channels": 128})
     with pytest.raises(InputDataError, match=r"attribute n_channels=128 disagrees"):
