@@ -12,6 +12,9 @@ Timestamps: ``event_timestamp`` is the time the snapshot that holds the row was 
 moment from which the store offers those values; ``created`` breaks ties (a ``--force`` rebuild).
 The TTL is ten years: subject features do not expire, and a first ``feast
 materialize-incremental`` looks back one TTL, so this keeps Redis from coming up empty.
+
+Labels are views tagged ``role=label``: no input service may include such a view, nor any of its
+feature names through another view (``eegfs features apply`` and ``eegfs doctor`` refuse it).
 """
 
 from datetime import timedelta
@@ -23,18 +26,6 @@ from feast.value_type import ValueType
 BANDS = ("delta", "theta", "alpha", "beta", "gamma")
 FEATURES_DIR = "../data/features"
 TTL = timedelta(days=3650)
-# Names of every label: none may appear in an input feature service.
-LABEL_NAMES = (
-    "p_factor",
-    "attention",
-    "internalizing",
-    "externalizing",
-    "response_time",
-    "rt_mean",
-    "rt_median",
-    "rt_std",
-    "n_rt_windows",
-)
 
 # The subject (HBN participant), keyed by the canonical id "NDARxxxx" without "sub-".
 subject = Entity(

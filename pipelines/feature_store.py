@@ -44,6 +44,7 @@ import pandas as pd
 from pipelines import feature_tables as ft
 from pipelines.errors import FeatureStoreError, PipelineError
 from pipelines.ids import normalize_subject_id, normalize_subject_ids
+from pipelines.participants import LABEL_COLUMNS
 from pipelines.pit import normalize_entity_timestamps, point_in_time_join
 from services.connections import (
     ServiceError,
@@ -57,19 +58,16 @@ log = logging.getLogger(__name__)
 
 INPUT_SERVICES: dict[int, str] = {1: "challenge1_inputs_v1", 2: "challenge2_inputs_v1"}
 LABEL_SERVICES: dict[int, str] = {1: "challenge1_labels_v1", 2: "challenge2_labels_v1"}
-#: Feature names that are labels (or derived from a label): never in an input service.
+#: Tag by which feature_repo/ marks label views and services (``tags={"role": "label"}``).
+ROLE_TAG = "role"
+LABEL_ROLE = "label"
+#: Feature names that are labels (or derived from a label): never in an input service. This is
+#: the one list (feature_repo/ cannot import it: it marks its label views with ``role=label``
+#: instead, and :func:`label_feature_names` adds their fields; a test checks both agree):
+#: participants.tsv's questionnaire scores, the per-window response time and its per-subject
+#: summaries.
 LABEL_FEATURES = frozenset(
-    {
-        "p_factor",
-        "attention",
-        "internalizing",
-        "externalizing",
-        "response_time",
-        "rt_mean",
-        "rt_median",
-        "rt_std",
-        "n_rt_windows",
-    }
+    {*LABEL_COLUMNS, "response_time", "rt_mean", "rt_median", "rt_std", "n_rt_windows"}
 )
 #: Categorical features and their numeric codes in the matrices (anything else -> NaN).
 CATEGORICAL_CODES: dict[str, dict[str, float]] = {
@@ -178,20 +176,31 @@ def repo_config(settings: Settings):
     return cfg
 
 
+def _is_label_view(view) -> bool:
+    return (view.tags or {}).get(ROLE_TAG) == LABEL_ROLE
+
+
+def label_feature_names(feature_views: list) -> frozenset[str]:
+    """:data:`LABEL_FEATURES` plus every feature of the views tagged ``role=label``."""
+    return LABEL_FEATURES | {f.name for v in feature_views if _is_label_view(v) for f in v.features}
+
+
 def check_label_exclusion(feature_services: list, feature_views: list) -> None:
-    """Raise when an input service (``INPUT_SERVICES``) holds a label feature or label view."""
+    """Raise when an input service (``INPUT_SERVICES``) holds a label view or a label feature
+    (:func:`label_feature_names`: a field of a label view is a label under any view)."""
     views = {v.name: v for v in feature_views}
+    labels = label_feature_names(feature_views)
     for fs in feature_services:
         if fs.name not in INPUT_SERVICES.values():
             continue
         for proj in fs.feature_view_projections:
             view = views.get(proj.name)
-            if view is not None and view.tags.get("role") == "label":
+            if view is not None and _is_label_view(view):
                 raise FeatureStoreError(
                     f"feature service {fs.name!r} includes label view {proj.name!r}; input services "
                     "must not contain labels. Fix feature_repo/ definitions"
                 )
-            bad = sorted({f.name for f in proj.features} & LABEL_FEATURES)
+            bad = sorted({f.name for f in proj.features} & labels)
             if bad:
                 raise FeatureStoreError(
                     f"feature service {fs.name!r} includes label feature(s) {bad} via view "
@@ -857,10 +866,13 @@ __all__ = [
     "online_features_record",
     "INPUT_SERVICES",
     "LABEL_FEATURES",
+    "LABEL_ROLE",
     "LABEL_SERVICES",
+    "ROLE_TAG",
     "FeatureStoreClient",
     "check_feature_repo",
     "check_label_exclusion",
+    "label_feature_names",
     "load_repo_objects",
     "marker_key",
     "registry_path",

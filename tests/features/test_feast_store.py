@@ -14,10 +14,13 @@ from pipelines.errors import FeatureStoreError
 from pipelines.feature_store import (
     INPUT_SERVICES,
     LABEL_FEATURES,
+    LABEL_ROLE,
     LABEL_SERVICES,
+    ROLE_TAG,
     FeatureStoreClient,
     check_feature_repo,
     check_label_exclusion,
+    label_feature_names,
     load_repo_objects,
     online_features_record,
 )
@@ -118,6 +121,36 @@ def test_input_services_never_contain_labels(demo_store):
     bad = FeatureService(name=INPUT_SERVICES[2], features=[labels_fv])
     with pytest.raises(FeatureStoreError, match="label"):
         check_label_exclusion([bad], objs.feature_views)
+
+
+def test_label_names_agree_with_the_repo_and_label_views_are_caught_by_field():
+    from datetime import timedelta
+
+    from feast import FeatureService, FeatureView, Field
+    from feast.types import Float64
+
+    objs = load_repo_objects(FEATURE_REPO)
+    label_views = [v for v in objs.feature_views if v.tags.get(ROLE_TAG) == LABEL_ROLE]
+    assert {v.name for v in label_views} == {"subject_labels", "subject_rt_labels"}
+    repo_labels = {f.name for v in label_views for f in v.features}
+    # every label field of the repo is in the list training checks its columns against, and the
+    # list only adds the per-window response time (window_labels, not a Feast view)
+    assert repo_labels <= LABEL_FEATURES and LABEL_FEATURES - repo_labels == {"response_time"}
+    assert label_feature_names(objs.feature_views) == LABEL_FEATURES
+
+    # a new label view is a label by its tag alone: its fields are refused under any input view
+    entity = objs.entities[0]
+    source = next(s for s in objs.sources if s.name == "subject_labels_source")
+    new_labels = FeatureView(name="cbcl_labels", entities=[entity], ttl=timedelta(days=1), source=source,
+                             schema=[Field(name="cbcl_total", dtype=Float64)], tags={ROLE_TAG: LABEL_ROLE})  # fmt: skip
+    leaky = FeatureView(name="leaky_inputs", entities=[entity], ttl=timedelta(days=1), source=source,
+                        schema=[Field(name="cbcl_total", dtype=Float64)], tags={ROLE_TAG: "input"})  # fmt: skip
+    views = [*objs.feature_views, new_labels, leaky]
+    assert "cbcl_total" in label_feature_names(views) and "cbcl_total" not in LABEL_FEATURES
+    bad = FeatureService(name=INPUT_SERVICES[1], features=[leaky])
+    with pytest.raises(FeatureStoreError, match=r"challenge1_inputs_v1.*label feature\(s\) \['cbcl_total'\]"):
+        check_label_exclusion([bad], views)
+    check_label_exclusion([bad], [*objs.feature_views, leaky])  # without the label view: an input
 
 
 def test_matrices_have_fixed_documented_columns(demo_store):
