@@ -32,7 +32,7 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -614,29 +614,13 @@ class FeatureStoreClient:
 
     def _to_matrix(self, df: pd.DataFrame, service: str) -> tuple[np.ndarray, list[str]]:
         plan = self._matrix_plan(service)
-        out = np.full((len(df), len(plan)), np.nan, np.float32)
-        j = 0
-        while j < len(plan):
-            _, (kind, feat, _) = plan[j]
-            col = df[feat]
+
+        def column(feat: str, kind: str):
             if kind == "num":
-                out[:, j] = col.to_numpy(dtype=np.float32, na_value=np.nan)
-                j += 1
-            elif kind == "cat":
-                codes = CATEGORICAL_CODES[feat]
-                out[:, j] = [codes.get(str(v).strip().upper(), np.nan) if isinstance(v, str) else np.nan for v in col]
-                j += 1
-            else:
-                width = sum(1 for _, (k, f, _) in plan[j:] if k == "list" and f == feat)
-                for i, v in enumerate(col.to_numpy()):
-                    if isinstance(v, np.ndarray):
-                        if v.shape != (width,):
-                            raise FeatureStoreError(
-                                f"feature {feat!r} holds {v.shape[0]} values, expected {width} channels"
-                            )
-                        out[i, j : j + width] = v
-                j += width
-        return out, [c for c, _ in plan]
+                return df[feat].to_numpy(dtype=np.float32, na_value=np.nan)
+            return df[feat].to_numpy()
+
+        return _fill_matrix(plan, len(df), column), [c for c, _ in plan]
 
     # --- online ---------------------------------------------------------------------------
     def get_online_features(self, subject_ids: Sequence[str], service: str) -> pd.DataFrame:
@@ -737,34 +721,14 @@ class FeatureStoreClient:
         plan = self._matrix_plan(service)
         col_of = {feat: j for j, (_, feat, _) in enumerate(info.features)}
         kinds = {feat: kind for _, feat, kind in info.features}
-        out = np.full((len(ordered), len(plan)), np.nan, np.float32)
-        j = 0
-        while j < len(plan):
-            _, (kind, feat, _) = plan[j]
-            src = col_of[feat]
-            if kind == "num":
-                dt = np.float32 if kinds[feat] == "f32" else np.float64  # as the DataFrame holds it
-                out[:, j] = np.array([r[src] for r in ordered], dtype=dt)
-                j += 1
-            elif kind == "cat":
-                codes = CATEGORICAL_CODES[feat]
-                out[:, j] = [
-                    codes.get(str(v).strip().upper(), np.nan) if isinstance(v, str) else np.nan
-                    for v in (r[src] for r in ordered)
-                ]
-                j += 1
-            else:
-                width = sum(1 for _, (k, f, _) in plan[j:] if k == "list" and f == feat)
-                for i, r in enumerate(ordered):
-                    v = r[src]
-                    if isinstance(v, np.ndarray):
-                        if v.shape != (width,):
-                            raise FeatureStoreError(
-                                f"feature {feat!r} holds {v.shape[0]} values, expected {width} channels"
-                            )
-                        out[i, j : j + width] = v
-                j += width
-        return out, [c for c, _ in plan]
+
+        def column(feat: str, kind: str):
+            values = [r[col_of[feat]] for r in ordered]
+            if kind == "num":  # via the dtype the DataFrame holds, so both paths round alike
+                return np.array(values, dtype=np.float32 if kinds[feat] == "f32" else np.float64)
+            return values
+
+        return _fill_matrix(plan, len(ordered), column), [c for c, _ in plan]
 
     # --- historical -----------------------------------------------------------------------
     def _offline_table(self, table: str, columns: list[str]) -> pd.DataFrame:
@@ -842,6 +806,38 @@ class FeatureStoreClient:
     def get_historical_matrix(self, entity_df: pd.DataFrame, service: str) -> tuple[np.ndarray, list[str]]:
         """``(X, columns)``: float32 matrix of :meth:`get_historical_features` (NaN missing)."""
         return self._to_matrix(self.get_historical_features(entity_df, service), service)
+
+
+def _fill_matrix(plan: list[tuple[str, tuple]], n: int, column: Callable[[str, str], Any]) -> np.ndarray:
+    """The float32 (n, len(plan)) matrix of a matrix plan (NaN where missing).
+
+    ``column(feat, kind)`` gives feature ``feat``'s n values: numbers for ``num``; strings or
+    NaN for ``cat`` (coded by :data:`CATEGORICAL_CODES`, anything else NaN); float32 arrays of
+    one value per channel, or NaN, for ``list`` (spread over that many columns).
+    """
+    out = np.full((n, len(plan)), np.nan, np.float32)
+    j = 0
+    while j < len(plan):
+        _, (kind, feat, _) = plan[j]
+        values = column(feat, kind)
+        if kind == "num":
+            out[:, j] = values
+            j += 1
+        elif kind == "cat":
+            codes = CATEGORICAL_CODES[feat]
+            out[:, j] = [codes.get(v.strip().upper(), np.nan) if isinstance(v, str) else np.nan for v in values]
+            j += 1
+        else:
+            width = sum(1 for _, (k, f, _) in plan[j:] if k == "list" and f == feat)
+            for i, v in enumerate(values):
+                if isinstance(v, np.ndarray):
+                    if v.shape != (width,):
+                        raise FeatureStoreError(
+                            f"feature {feat!r} holds {v.shape[0]} values, expected {width} channels"
+                        )
+                    out[i, j : j + width] = v
+            j += width
+    return out
 
 
 def _table_files(manifest: ft.Manifest, table: str) -> list[Path]:
