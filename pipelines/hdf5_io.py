@@ -535,7 +535,7 @@ def _validate(
             try:
                 ids.append(normalize_subject_id(text))
             except ValueError as exc:  # services.ids.SubjectIdError: names the id and the fix
-                raise InputDataError(f"{path}: dataset {lay.subjects!r}, window {i}: {exc}") from exc
+                raise InputDataError(f"{path}: {exc} (dataset {lay.subjects!r}, window {i})") from exc
 
         labels: dict[str, np.ndarray] = {}
         for label, name in lay.labels.items():

@@ -132,8 +132,8 @@ def test_bad_subject_id_names_file_dataset_and_id(tmp_path, bad, found):
     with pytest.raises(InputDataError) as err:
         open_windows(spec.path)
     msg = str(err.value)
-    assert str(spec.path) in msg and "dataset 'subject_ids', window 2" in msg
-    assert repr(bad) in msg and found in msg
+    assert msg.startswith(f"{spec.path}: subject id {bad!r}") and found in msg
+    assert "(dataset 'subject_ids', window 2)" in msg
 
 
 def test_inconsistent_channel_and_sample_attributes(tmp_path):
