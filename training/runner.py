@@ -30,6 +30,7 @@ from training.data import (
     EpochSampler,
     WindowDataset,
     WindowIndex,
+    WindowLoader,
     build_index,
     compute_channel_stats,
     worker_init_fn,
@@ -202,10 +203,8 @@ def _crop_samples(challenge: ChallengeConfig, index: WindowIndex) -> int | None:
 
 def _make_loader(dataset: WindowDataset, *, batch_size: int, shuffle: bool, seed: int,
                  workers: int, collate: BatchCollate, device: torch.device):
-    from torch.utils.data import DataLoader
-
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
-    return DataLoader(
+    return WindowLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,

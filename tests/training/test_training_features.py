@@ -16,7 +16,7 @@ from pipelines.feature_store import (
 )
 from pipelines.participants import read_participants
 from services.local import free_port
-from training.data import EpochSampler, WindowDataset, build_index, worker_init_fn
+from training.data import EpochSampler, WindowDataset, WindowLoader, build_index, worker_init_fn
 from training.errors import FeatureError
 from training.features import (
     BatchCollate,
@@ -44,13 +44,13 @@ def _expected_rows(settings, subjects, columns):
     return matrix[:, [names.index(c) for c in columns]]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_online_features_line_up_with_the_batch_subjects(train_settings, feature_env, workers):
+@pytest.mark.parametrize(("workers", "loader_cls"), [(0, DataLoader), (2, DataLoader), (2, WindowLoader)])
+def test_online_features_line_up_with_the_batch_subjects(train_settings, feature_env, workers, loader_cls):
     index, split, setup = _setup(train_settings, feature_env, "online")
     assert setup.record["snapshot_id"].startswith("fs_")
     collate = BatchCollate(setup.source, setup.scaler)
     ds = WindowDataset(index, np.concatenate([split.train, split.val]), crop_samples=200)
-    loader = DataLoader(ds, batch_size=7, sampler=EpochSampler(len(ds), shuffle=True, seed=1),
+    loader = loader_cls(ds, batch_size=7, sampler=EpochSampler(len(ds), shuffle=True, seed=1),
                         num_workers=workers, collate_fn=collate, worker_init_fn=worker_init_fn)  # fmt: skip
     d = len(setup.record["columns"])
     seen = 0
