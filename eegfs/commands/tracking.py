@@ -590,7 +590,6 @@ def datasets_register(settings: Settings, files, layout, mapping, sfreq) -> None
       eegfs datasets register data/demo/*.h5
     """
     from pipelines.errors import PipelineError
-    from services.ids import SubjectIdError
     from tracking.database import open_database
     from tracking.datasets import record_datasets
 
@@ -604,10 +603,8 @@ def datasets_register(settings: Settings, files, layout, mapping, sfreq) -> None
     for path in paths:
         try:
             records.append(_dataset_record(path, lay, sfreq))
-        except PipelineError as exc:  # the message names the file
+        except PipelineError as exc:  # the message names the file (bad subject ids included)
             raise click.ClickException(str(exc)) from exc
-        except SubjectIdError as exc:  # raised by the reader's id normaliser
-            raise click.ClickException(f"{path}: {exc}") from exc
     with open_database(settings) as db:
         docs = record_datasets(db, records)
     for d in docs:
