@@ -42,7 +42,6 @@ from training.challenges import get_challenge  # noqa: E402
 from training.data import (  # noqa: E402
     EpochSampler,
     WindowDataset,
-    WindowLoader,
     build_index,
     compute_channel_stats,
     worker_init_fn,
@@ -54,6 +53,7 @@ from training.features import (  # noqa: E402
     TableFeatureSource,
     select_columns,
 )
+from training.loader import WindowLoader  # noqa: E402
 from training.loop import LoopState, TargetScale, fit  # noqa: E402
 from training.models import build_model  # noqa: E402
 from training.splits import make_split  # noqa: E402

@@ -42,8 +42,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from training.data import WindowBatch, batch_tensor
 from training.errors import FeatureError
+from training.loader import WindowBatch, batch_tensor
 
 logger = logging.getLogger(__name__)
 

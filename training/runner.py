@@ -30,7 +30,6 @@ from training.data import (
     EpochSampler,
     WindowDataset,
     WindowIndex,
-    WindowLoader,
     build_index,
     compute_channel_stats,
     worker_init_fn,
@@ -45,6 +44,7 @@ from training.features import (
     setup_features,
 )
 from training.live import LivePublisher
+from training.loader import WindowLoader
 from training.loop import LoopState, TargetScale, fit
 from training.models import MODEL_NAMES, build_model, count_parameters
 from training.normalization import ChannelStats

@@ -10,13 +10,13 @@ from torch.utils.data import DataLoader
 
 from training.data import (
     EpochSampler,
-    WindowBatch,
     WindowDataset,
     build_index,
     compute_channel_stats,
     worker_init_fn,
 )
 from training.features import BatchCollate
+from training.loader import WindowBatch
 
 
 def _write(path, *, chunks, shuffle=True, compression="gzip", dtype=np.float32, n=10):

@@ -16,15 +16,9 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler
 
-from training.data import (
-    EpochSampler,
-    SlotPool,
-    WindowDataset,
-    WindowLoader,
-    build_index,
-    worker_init_fn,
-)
+from training.data import EpochSampler, WindowDataset, build_index, worker_init_fn
 from training.features import BatchCollate, FeatureScaler, TableFeatureSource
+from training.loader import SlotPool, WindowLoader
 
 
 def _write(path, n=23):
