@@ -29,30 +29,27 @@ MODEL_NAMES = ("cnn", "eegnex")
 _LOG_EPS = 1e-4
 
 
-class _MaxNormConv2d(nn.Conv2d):
-    """Conv2d whose per-output-filter weight norm is clipped to ``max_norm`` before each use."""
+class _MaxNorm:
+    """Mixin: the layer's per-output weight norm is clipped to ``max_norm`` before each use."""
 
+    def __init__(self, *args, max_norm: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_norm = max_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.weight.copy_(torch.renorm(self.weight, p=2, dim=0, maxnorm=self.max_norm))
+        return super().forward(x)
+
+
+class _MaxNormConv2d(_MaxNorm, nn.Conv2d):
     def __init__(self, *args, max_norm: float = 1.0, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_norm = max_norm
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            self.weight.copy_(torch.renorm(self.weight, p=2, dim=0, maxnorm=self.max_norm))
-        return super().forward(x)
+        super().__init__(*args, max_norm=max_norm, **kwargs)
 
 
-class _MaxNormLinear(nn.Linear):
-    """Linear layer whose per-output weight norm is clipped to ``max_norm`` before each use."""
-
+class _MaxNormLinear(_MaxNorm, nn.Linear):
     def __init__(self, *args, max_norm: float = 0.25, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_norm = max_norm
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            self.weight.copy_(torch.renorm(self.weight, p=2, dim=0, maxnorm=self.max_norm))
-        return super().forward(x)
+        super().__init__(*args, max_norm=max_norm, **kwargs)
 
 
 def _pooled_length(n: int, kernel: int, padding: int) -> int:

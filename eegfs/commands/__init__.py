@@ -50,3 +50,24 @@ def parse_layout(layout: str | None, mapping: Sequence[str]) -> H5Layout | None:
 
 
 __all__ = ["PIPE_WIDTH", "console", "parse_layout"]
+
+
+def layout_options(command):
+    """``--layout``, ``--map KEY=DATASET`` and ``--sfreq``: how to read an HDF5 window file.
+
+    Shared by every command that opens HDF5 files, so they accept the same files; turn the
+    values into a layout with :func:`parse_layout`.
+    """
+    command = click.option(
+        "--sfreq", type=float, default=None,
+        help="Sampling rate (Hz) for files without an sfreq attribute.",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--map", "mapping", multiple=True, metavar="KEY=DATASET",
+        help="Explicit dataset names: data=, subjects=, challenge=1|2, label:<name>= (repeatable).",
+    )(command)  # fmt: skip
+    return click.option(
+        "--layout", type=click.Choice(["challenge1", "challenge2"]), default=None,
+        help="Force a known layout instead of detecting it per file.",
+    )(command)  # fmt: skip
+

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from eegfs.commands import layout_options
 from services.settings import Settings
 
 
@@ -31,15 +32,7 @@ def _fail(exc: Exception) -> click.ClickException:
     help="BIDS participants.tsv listing every subject of the inputs.",
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Recompute inputs whose snapshot already exists.")
-@click.option(
-    "--layout", type=click.Choice(["challenge1", "challenge2"]), default=None,
-    help="Force a known layout instead of detecting it per file.",
-)  # fmt: skip
-@click.option(
-    "--map", "mapping", multiple=True, metavar="KEY=DATASET",
-    help="Explicit dataset names: data=, subjects=, challenge=1|2, label:<name>= (repeatable).",
-)  # fmt: skip
-@click.option("--sfreq", type=float, default=None, help="Sampling rate (Hz) for files without an sfreq attribute.")
+@layout_options
 @click.option("--chunk-windows", type=int, default=256, show_default=True, help="Windows per computed chunk.")
 @click.option("--workers", type=int, default=None, help="Threads reading/inflating HDF5 chunks (default: CPUs + 1, at most 8).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")

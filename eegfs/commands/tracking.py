@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from eegfs.commands import console as _console
-from eegfs.commands import parse_layout
+from eegfs.commands import layout_options, parse_layout
 from services.settings import Settings
 
 STATUSES = ("running", "completed", "failed", "stopped", "stale")
@@ -568,16 +568,7 @@ def _dataset_record(path: Path, layout, sfreq: float | None) -> dict[str, Any]:
 
 @datasets.command("register")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--layout", type=click.Choice(["challenge1", "challenge2"]), default=None,
-    help="Force a known layout instead of detecting it per file.",
-)  # fmt: skip
-@click.option(
-    "--map", "mapping", multiple=True, metavar="KEY=DATASET",
-    help="Explicit dataset names: data=, subjects=, challenge=1|2, label:<name>= (repeatable).",
-)  # fmt: skip
-@click.option("--sfreq", type=float, default=None,
-              help="Sampling rate (Hz) for files without an sfreq attribute.")  # fmt: skip
+@layout_options
 @click.pass_obj
 def datasets_register(settings: Settings, files, layout, mapping, sfreq) -> None:
     """Record HDF5 FILES with their metadata and sha256 (idempotent: keyed by content).
