@@ -126,6 +126,9 @@ def get(settings: Settings, subjects, services) -> None:
 def env(settings: Settings) -> None:
     """Print the shell exports the plain Feast CLI needs in feature_repo/.
 
+    EEGFS_FEAST_REDIS is Feast's Redis connection string derived from REDIS_URL; it includes the
+    Redis password when REDIS_URL has one, so evaluate it rather than pasting it into logs.
+
     \b
     Usage:  eval "$(eegfs features env)" && cd feature_repo && feast apply
     """
