@@ -43,7 +43,6 @@ import pandas as pd
 
 from pipelines import feature_tables as ft
 from pipelines.errors import FeatureStoreError, PipelineError
-from pipelines.ids import normalize_subject_id, normalize_subject_ids
 from pipelines.participants import LABEL_COLUMNS
 from pipelines.pit import normalize_entity_timestamps, point_in_time_join
 from services.connections import (
@@ -52,6 +51,7 @@ from services.connections import (
     mask_uri,
     redis_client,
 )
+from services.ids import normalize_subject_id, normalize_subject_ids
 from services.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ except ImportError:  # optional dependency: plain zlib gives the same bytes
 
 from pipelines.bandpower import unit_scale_to_uv
 from pipelines.errors import InputDataError
-from pipelines.ids import normalize_subject_id
+from services.ids import normalize_subject_id
 
 H5Z_FILTER_DEFLATE = 1
 H5Z_FILTER_SHUFFLE = 2

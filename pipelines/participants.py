@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import InputDataError
-from pipelines.ids import SubjectIdError, normalize_subject_id
+from services.ids import SubjectIdError, normalize_subject_id
 
 #: Demographic columns (model inputs).
 DEMOGRAPHIC_COLUMNS = ("age", "sex", "ehq_total")
