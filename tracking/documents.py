@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from collections.abc import Mapping
 from pathlib import PurePath
@@ -158,10 +157,3 @@ def clean_metrics(metrics: Mapping[str, Any], what: str = "metrics") -> dict[str
             )
         out[name] = float(value)
     return out
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """``value`` unless it is NaN or infinite (used where a value feeds a sort or a comparison)."""
-    if value is None or math.isnan(value) or math.isinf(value):
-        return None
-    return value
