@@ -33,7 +33,7 @@ help:
 	@echo "make features  build features from the demo data, feast apply, materialize"
 	@echo "make train     short seeded Challenge 2 training on the demo data"
 	@echo "make bench     run the benchmarks in benchmarks/"
-	@echo "make lint      ruff check"
+	@echo "make lint      ruff format --check and ruff check"
 	@echo "make clean     stop local servers started here and delete $(DATA_DIR)/"
 
 $(BIN)/python:
@@ -103,6 +103,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_training.py
 
 lint: install
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
 clean: services-down

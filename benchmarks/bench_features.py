@@ -65,7 +65,9 @@ def synth_chunk(rng: np.random.Generator, n: int) -> np.ndarray:
     f = np.fft.rfftfreq(N_T, 1 / SFREQ)
     amp = 1.0 / np.maximum(f, 1.0) + 0.8 * np.exp(-0.5 * ((f - 10.0) / 1.5) ** 2)
     amp[(f < 0.5) | (f > 48)] = 0
-    spec = amp * (rng.standard_normal((n, N_CH, f.size)) + 1j * rng.standard_normal((n, N_CH, f.size)))
+    spec = amp * (
+        rng.standard_normal((n, N_CH, f.size)) + 1j * rng.standard_normal((n, N_CH, f.size))
+    )
     x = np.fft.irfft(spec, n=N_T, axis=-1).astype(np.float32)
     x *= np.float32(20e-6) / (x.std(axis=-1, keepdims=True) + np.float32(1e-12))
     x[:, -1] = 0
@@ -78,8 +80,15 @@ def write_input(path: Path, n: int, n_subjects: int, seed: int = 0) -> list[str]
     subjects = [f"NDARBM{i:06d}" for i in range(n_subjects)]
     ids = np.array([subjects[i * n_subjects // n].encode() for i in range(n)])
     with h5py.File(path, "w") as f:
-        ds = f.create_dataset("eeg", shape=(n, N_CH, N_T), dtype="float32", chunks=(1, N_CH, N_T),
-                              compression="gzip", compression_opts=4, shuffle=True)  # fmt: skip
+        ds = f.create_dataset(
+            "eeg",
+            shape=(n, N_CH, N_T),
+            dtype="float32",
+            chunks=(1, N_CH, N_T),
+            compression="gzip",
+            compression_opts=4,
+            shuffle=True,
+        )
         for s in range(0, n, 500):
             ds[s : s + 500] = synth_chunk(rng, min(500, n - s))
         f.create_dataset("labels", data=rng.uniform(0.3, 1.5, n).astype(np.float32))
@@ -90,10 +99,15 @@ def write_input(path: Path, n: int, n_subjects: int, seed: int = 0) -> list[str]
 
 def write_participants(path: Path, subjects: list[str]) -> None:
     rng = np.random.default_rng(1)
-    rows = ["participant_id\trelease_number\tsex\tage\tehq_total\tp_factor\tattention\tinternalizing\texternalizing"]
+    rows = [
+        "participant_id\trelease_number\tsex\tage\tehq_total\tp_factor\tattention\tinternalizing\texternalizing"
+    ]
     for i, s in enumerate(subjects):
         v = rng.normal(size=4)
-        rows.append(f"sub-{s}\tRB\t{'MF'[i % 2]}\t{8 + i % 10}\t{50 + i % 40}\t" + "\t".join(f"{x:.3f}" for x in v))
+        rows.append(
+            f"sub-{s}\tRB\t{'MF'[i % 2]}\t{8 + i % 10}\t{50 + i % 40}\t"
+            + "\t".join(f"{x:.3f}" for x in v)
+        )
     path.write_text("\n".join(rows) + "\n")
 
 
@@ -152,20 +166,45 @@ def bench_kernel(n: int, mne_windows: int, rows: list) -> None:
     def theirs():
         for s in range(0, m, CHUNK):
             psd, f = mne.time_frequency.psd_array_welch(
-                x[s : min(s + CHUNK, m)].astype(np.float64) * 1e6, sfreq=SFREQ, fmin=0, fmax=50,
-                n_fft=100, n_per_seg=100, n_overlap=50, window="hann", average="mean", n_jobs=1,
+                x[s : min(s + CHUNK, m)].astype(np.float64) * 1e6,
+                sfreq=SFREQ,
+                fmin=0,
+                fmax=50,
+                n_fft=100,
+                n_per_seg=100,
+                n_overlap=50,
+                window="hann",
+                average="mean",
+                n_jobs=1,
                 verbose=False,
-            )  # fmt: skip
+            )
             np.stack([psd[..., (f >= lo) & (f < hi)].sum(-1) for _, lo, hi in DEFAULT_BANDS], -1)
 
     t_mne, _ = timed(theirs)
     per_ours, per_mne = t_ours / n, t_mne / m
-    rows.append(("kernel: project (all features)", f"{n} windows", f"{t_ours:.2f} s", f"{n / t_ours:,.0f} win/s", ""))
-    rows.append(("kernel: MNE psd_array_welch + sums", f"{m} windows", f"{t_mne:.2f} s", f"{m / t_mne:,.0f} win/s",
-                 f"speed-up {per_mne / per_ours:.1f}x (target >= 5x)"))  # fmt: skip
+    rows.append(
+        (
+            "kernel: project (all features)",
+            f"{n} windows",
+            f"{t_ours:.2f} s",
+            f"{n / t_ours:,.0f} win/s",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "kernel: MNE psd_array_welch + sums",
+            f"{m} windows",
+            f"{t_mne:.2f} s",
+            f"{m / t_mne:,.0f} win/s",
+            f"speed-up {per_mne / per_ours:.1f}x (target >= 5x)",
+        )
+    )
 
 
-def bench_end_to_end(h5: Path, n: int, work: Path, rows: list, participants: Path, repeats: int = 3) -> None:
+def bench_end_to_end(
+    h5: Path, n: int, work: Path, rows: list, participants: Path, repeats: int = 3
+) -> None:
     """Build vs bare read, alternating (read, build) pairs after one warm-up of each.
 
     Both sides run the same number of times on the same (page-cached) file; wall and CPU time
@@ -205,14 +244,26 @@ def bench_end_to_end(h5: Path, n: int, work: Path, rows: list, participants: Pat
     cpu_read, cpu_build = med(c for _, c in reads), med(c for _, c in builds)
     pairs = sorted(b[0] / r[0] for r, b in zip(reads, builds, strict=True))
     size = h5.stat().st_size / 2**20
-    rows.append(("end to end: bare h5py read", f"{n} windows, {size:.0f} MiB gzip",
-                 f"{t_read:.2f} s", f"CPU {cpu_read:.2f} s",
-                 f"median of {repeats}; runs " + ", ".join(f"{w:.2f}" for w, _ in reads)))  # fmt: skip
-    rows.append(("end to end: eegfs features build", "hash + read + features + Parquet",
-                 f"{t_build:.2f} s", f"CPU {cpu_build:.2f} s",
-                 f"{med(pairs):.2f}x the read, median of {repeats} pairs (range {pairs[0]:.2f}-"
-                 f"{pairs[-1]:.2f}; target <= 1.5x); CPU {cpu_build / cpu_read:.2f}x; runs "
-                 + ", ".join(f"{w:.2f}" for w, _ in builds)))  # fmt: skip
+    rows.append(
+        (
+            "end to end: bare h5py read",
+            f"{n} windows, {size:.0f} MiB gzip",
+            f"{t_read:.2f} s",
+            f"CPU {cpu_read:.2f} s",
+            f"median of {repeats}; runs " + ", ".join(f"{w:.2f}" for w, _ in reads),
+        )
+    )
+    rows.append(
+        (
+            "end to end: eegfs features build",
+            "hash + read + features + Parquet",
+            f"{t_build:.2f} s",
+            f"CPU {cpu_build:.2f} s",
+            f"{med(pairs):.2f}x the read, median of {repeats} pairs (range {pairs[0]:.2f}-"
+            f"{pairs[-1]:.2f}; target <= 1.5x); CPU {cpu_build / cpu_read:.2f}x; runs "
+            + ", ".join(f"{w:.2f}" for w, _ in builds),
+        )
+    )
 
 
 def bench_online(settings: Settings, subjects: list[str], calls: int, rows: list) -> None:
@@ -236,14 +287,32 @@ def bench_online(settings: Settings, subjects: list[str], calls: int, rows: list
         return np.percentile(lat, 50) * 1e3, np.percentile(lat, 99) * 1e3
 
     p50, p99 = percentiles(raw)
-    rows.append(("online: raw redis-py pipeline HGETALL", f"{len(keys)} hashes x {calls}", f"p50 {p50:.2f} ms", f"p99 {p99:.2f} ms", ""))
+    rows.append(
+        (
+            "online: raw redis-py pipeline HGETALL",
+            f"{len(keys)} hashes x {calls}",
+            f"p50 {p50:.2f} ms",
+            f"p99 {p99:.2f} ms",
+            "",
+        )
+    )
     for size, label in ((0, "cache off (cold: Feast read)"), (4096, "cache on")):
         with FeatureStoreClient(settings, cache_size=size) as client:
-            p50, p99 = percentiles(lambda c=client: c.get_online_features(ids, "challenge1_inputs_v1"))
+            p50, p99 = percentiles(
+                lambda c=client: c.get_online_features(ids, "challenge1_inputs_v1")
+            )
             info = client.cache_info()
         hit = info["hits"] / max(1, info["hits"] + info["misses"])
         note = f"hit rate {hit:.1%}" + (" (target p99 <= 2 ms)" if size else "")
-        rows.append((f"online: client {label}", f"64 subjects x {calls}", f"p50 {p50:.2f} ms", f"p99 {p99:.2f} ms", note))
+        rows.append(
+            (
+                f"online: client {label}",
+                f"64 subjects x {calls}",
+                f"p50 {p50:.2f} ms",
+                f"p99 {p99:.2f} ms",
+                note,
+            )
+        )
     r.close()
 
 
@@ -262,18 +331,24 @@ def bench_historical(settings: Settings, subjects: list[str], n_rows: int, rows:
     service = "challenge1_inputs_v1"
 
     with FeatureStoreClient(settings, cache_size=0) as client:
-        client.get_historical_features(ents.iloc[:10], service)  # registry + imports warm-up, not data
+        client.get_historical_features(
+            ents.iloc[:10], service
+        )  # registry + imports warm-up, not data
         client._offline_cache.clear()
         with PeakRSS() as mem:
             t_ours, ours = timed(lambda: client.get_historical_features(ents, service))
         ours_mem = mem.mib
         fs = client.store.get_feature_service(service)
         with PeakRSS() as mem:
-            t_feast, feast_df = timed(lambda: client.store.get_historical_features(entity_df=ents, features=fs).to_df())
+            t_feast, feast_df = timed(
+                lambda: client.store.get_historical_features(entity_df=ents, features=fs).to_df()
+            )
         feast_mem = mem.mib
 
     src = pd.read_parquet(settings.features_dir / "subject_features" / "challenge1")
-    cols = [c for c in ours.columns if c in src.columns and c not in ("subject_id", "event_timestamp")]
+    cols = [
+        c for c in ours.columns if c in src.columns and c not in ("subject_id", "event_timestamp")
+    ]
 
     def asof():
         left = ents.assign(row=np.arange(len(ents))).sort_values("event_timestamp")
@@ -284,24 +359,69 @@ def bench_historical(settings: Settings, subjects: list[str], n_rows: int, rows:
     with PeakRSS() as mem:
         t_asof, ref = timed(asof)
     asof_mem = mem.mib
-    agree = np.array_equal(ours["rel_mean_alpha"].to_numpy(), ref["rel_mean_alpha"].to_numpy(np.float32), equal_nan=True)
-    rows.append(("historical: pandas merge_asof (band view only)", f"{n_rows} rows", f"{t_asof:.2f} s", f"{asof_mem:.0f} MiB", f"{len(ref)} rows"))
-    rows.append(("historical: Feast file (dask) store", f"{n_rows} rows", f"{t_feast:.2f} s", f"{feast_mem:.0f} MiB",
-                 f"{len(feast_df)} rows ({n_rows - len(feast_df)} dropped)"))  # fmt: skip
-    rows.append(("historical: project client", f"{n_rows} rows, {len(subjects)} subjects", f"{t_ours:.2f} s", f"{ours_mem:.0f} MiB",
-                 f"{len(ours)} rows ({n_rows - len(ours)} dropped); {t_ours / t_feast:.2f}x file store (target <= 0.5x), "
-                 f"{t_ours / t_asof:.1f}x merge_asof (target <= 10x); equals merge_asof: {agree}"))  # fmt: skip
+    agree = np.array_equal(
+        ours["rel_mean_alpha"].to_numpy(),
+        ref["rel_mean_alpha"].to_numpy(np.float32),
+        equal_nan=True,
+    )
+    rows.append(
+        (
+            "historical: pandas merge_asof (band view only)",
+            f"{n_rows} rows",
+            f"{t_asof:.2f} s",
+            f"{asof_mem:.0f} MiB",
+            f"{len(ref)} rows",
+        )
+    )
+    rows.append(
+        (
+            "historical: Feast file (dask) store",
+            f"{n_rows} rows",
+            f"{t_feast:.2f} s",
+            f"{feast_mem:.0f} MiB",
+            f"{len(feast_df)} rows ({n_rows - len(feast_df)} dropped)",
+        )
+    )
+    rows.append(
+        (
+            "historical: project client",
+            f"{n_rows} rows, {len(subjects)} subjects",
+            f"{t_ours:.2f} s",
+            f"{ours_mem:.0f} MiB",
+            f"{len(ours)} rows ({n_rows - len(ours)} dropped); {t_ours / t_feast:.2f}x file store (target <= 0.5x), "
+            f"{t_ours / t_asof:.1f}x merge_asof (target <= 10x); equals merge_asof: {agree}",
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes (2,000 windows, 20,000 entity rows, 100 calls)")
-    ap.add_argument("--windows", type=int, default=None, help="windows in the array/file (default 10,000)")
-    ap.add_argument("--mne-windows", type=int, default=None, help="windows MNE is timed on (0 = all; default 512)")
-    ap.add_argument("--only", choices=("kernel", "e2e", "store"), default=None,
-                    help="run one section (store = online + historical)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (2,000 windows, 20,000 entity rows, 100 calls)",
+    )
+    ap.add_argument(
+        "--windows", type=int, default=None, help="windows in the array/file (default 10,000)"
+    )
+    ap.add_argument(
+        "--mne-windows",
+        type=int,
+        default=None,
+        help="windows MNE is timed on (0 = all; default 512)",
+    )
+    ap.add_argument(
+        "--only",
+        choices=("kernel", "e2e", "store"),
+        default=None,
+        help="run one section (store = online + historical)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="end-to-end (read, build) pairs")
-    ap.add_argument("--keep", type=Path, default=None, help="keep the generated data in this directory")
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="keep the generated data in this directory"
+    )
     args = ap.parse_args(argv)
     n = args.windows or (2_000 if args.quick else 10_000)
     mne_windows = args.mne_windows if args.mne_windows is not None else (256 if args.quick else 512)
@@ -321,7 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         with h5py.File(h5, "r") as f:
             subjects = sorted({s.decode() for s in f["subject_ids"][()]})
     write_participants(participants, subjects)
-    print(f"data ready in {time.perf_counter() - t:.1f} s; machine: {psutil.cpu_count()} CPUs", flush=True)
+    print(
+        f"data ready in {time.perf_counter() - t:.1f} s; machine: {psutil.cpu_count()} CPUs",
+        flush=True,
+    )
 
     rows: list[tuple] = []
     if args.only in (None, "kernel"):
@@ -335,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if server is None:
             return _print(rows)
-        settings = Settings(redis_url=server.uri, data_dir=work / "store", feature_repo=ROOT / "feature_repo")
+        settings = Settings(
+            redis_url=server.uri, data_dir=work / "store", feature_repo=ROOT / "feature_repo"
+        )
         shutil.rmtree(settings.data_dir, ignore_errors=True)
         build_features(settings.features_dir, [h5], participants, BuildOptions(progress=False))
         with FeatureStoreClient(settings) as client:
@@ -357,7 +482,14 @@ def _print(rows: list) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("measurement", "size", "time", "rate / p99 / memory", "ratio / note", title="eegfs feature benchmark")
+    table = Table(
+        "measurement",
+        "size",
+        "time",
+        "rate / p99 / memory",
+        "ratio / note",
+        title="eegfs feature benchmark",
+    )
     for row in rows:
         table.add_row(*row)
     Console(width=200).print(table)

@@ -42,8 +42,15 @@ def ms(values: list[float]) -> tuple[float, float]:
 
 
 def _start(tracker: Tracker, name: str):
-    return tracker.start_run(name, 2, model={"name": "bench"}, config={"lr": 0.001}, data={}, features={},
-                             code={"commit": None, "dirty": None})  # fmt: skip
+    return tracker.start_run(
+        name,
+        2,
+        model={"name": "bench"},
+        config={"lr": 0.001},
+        data={},
+        features={},
+        code={"commit": None, "dirty": None},
+    )
 
 
 def tracker_writer(settings: Settings, epochs: int, steps: int, steps_per_epoch: int) -> dict:
@@ -98,8 +105,11 @@ def raw_writer(
                 db.raw_metrics.insert_many(buffer)
                 batch_lat.append(time.perf_counter() - t)
                 buffer = []
-        doc = {"experiment_id": exp, "epoch": epoch,
-               "metrics": {"train_loss": 1.0 / (epoch + 1), "val_loss": 1.2 / (epoch + 1)}}  # fmt: skip
+        doc = {
+            "experiment_id": exp,
+            "epoch": epoch,
+            "metrics": {"train_loss": 1.0 / (epoch + 1), "val_loss": 1.2 / (epoch + 1)},
+        }
         t = time.perf_counter()
         db.raw_epochs.insert_many([doc])
         epoch_lat.append(time.perf_counter() - t)
@@ -154,8 +164,10 @@ def main() -> int:
     client = mongo_client(uri)
     rows = []
     try:
-        print(f"MongoDB: {mask_uri(uri)} ({'started here: secantusdb' if server else 'configured'}), "
-              f"db {db_name}, python {sys.version.split()[0]}")  # fmt: skip
+        print(
+            f"MongoDB: {mask_uri(uri)} ({'started here: secantusdb' if server else 'configured'}), "
+            f"db {db_name}, python {sys.version.split()[0]}"
+        )
         # --- one writer ---------------------------------------------------------------------
         spe = max(1, args.steps // args.epochs)
         raw1 = raw_writer(uri, db_name, args.epochs, args.steps, spe, 500)
@@ -166,8 +178,14 @@ def main() -> int:
         rows.append(
             ("log_epoch, 1 writer", ms(one["epoch"]), "insert_many([epoch])", ms(raw1["epoch"]))
         )
-        rows.append(("log_metrics per step, 1 writer", ms(one["step"]), "insert_many(500 points)/500",
-                     tuple(v / 500 for v in ms(raw1["batch"]))))  # fmt: skip
+        rows.append(
+            (
+                "log_metrics per step, 1 writer",
+                ms(one["step"]),
+                "insert_many(500 points)/500",
+                tuple(v / 500 for v in ms(raw1["batch"])),
+            )
+        )
 
         # --- 8 writers ----------------------------------------------------------------------
         ctx = multiprocessing.get_context("spawn")
@@ -184,8 +202,14 @@ def main() -> int:
         rows.append(
             (f"log_epoch, {WRITERS} writers", ms(epoch8), "insert_many([epoch])", ms(raw_epoch8))
         )
-        rows.append((f"log_metrics per step, {WRITERS} writers", ms(step8), "insert_many(500 points)/500",
-                     tuple(v / 500 for v in ms(raw_batch8))))  # fmt: skip
+        rows.append(
+            (
+                f"log_metrics per step, {WRITERS} writers",
+                ms(step8),
+                "insert_many(500 points)/500",
+                tuple(v / 500 for v in ms(raw_batch8)),
+            )
+        )
 
         # --- correctness of the 8 writers ---------------------------------------------------
         db = client[db_name]
@@ -204,25 +228,37 @@ def main() -> int:
         offline = offline_latency(tmp / "offline", 300)
 
         print()
-        print(f"{'operation':<38} {'p50 ms':>8} {'p99 ms':>8} | {'raw pymongo baseline':<34} {'p50 ms':>8} "
-              f"{'p99 ms':>8} | {'ratio p50':>9} {'ratio p99':>9}")  # fmt: skip
+        print(
+            f"{'operation':<38} {'p50 ms':>8} {'p99 ms':>8} | {'raw pymongo baseline':<34} {'p50 ms':>8} "
+            f"{'p99 ms':>8} | {'ratio p50':>9} {'ratio p99':>9}"
+        )
         for name, (p50, p99), base, (b50, b99) in rows:
-            print(f"{name:<38} {p50:8.4f} {p99:8.4f} | {base:<34} {b50:8.4f} {b99:8.4f} | "
-                  f"{p50 / b50:9.3f} {p99 / b99:9.3f}")  # fmt: skip
+            print(
+                f"{name:<38} {p50:8.4f} {p99:8.4f} | {base:<34} {b50:8.4f} {b99:8.4f} | "
+                f"{p50 / b50:9.3f} {p99 / b99:9.3f}"
+            )
         print()
-        print(f"time until durable, 1 writer: tracker {total_tracker:.2f} s for {args.epochs} epochs + "
-              f"{args.steps} steps (flush after the last call {one['flush_s']:.2f} s); raw inserts "
-              f"{raw_total:.2f} s; ratio {total_tracker / raw_total:.2f}")  # fmt: skip
+        print(
+            f"time until durable, 1 writer: tracker {total_tracker:.2f} s for {args.epochs} epochs + "
+            f"{args.steps} steps (flush after the last call {one['flush_s']:.2f} s); raw inserts "
+            f"{raw_total:.2f} s; ratio {total_tracker / raw_total:.2f}"
+        )
         o50, o99 = ms(offline)
-        print(f"server unreachable: log_epoch+log_metrics+heartbeat p50 {o50:.3f} ms, p99 {o99:.3f} ms, "
-              f"max {max(offline) * 1e3:.3f} ms (limit 200 ms)")  # fmt: skip
-        print(f"{WRITERS} writers x ({we} epochs + {ws} steps): lost {lost}, duplicated {dup}, "
-              f"all flushed {all_synced}")  # fmt: skip
+        print(
+            f"server unreachable: log_epoch+log_metrics+heartbeat p50 {o50:.3f} ms, p99 {o99:.3f} ms, "
+            f"max {max(offline) * 1e3:.3f} ms (limit 200 ms)"
+        )
+        print(
+            f"{WRITERS} writers x ({we} epochs + {ws} steps): lost {lost}, duplicated {dup}, "
+            f"all flushed {all_synced}"
+        )
         p99_one = ms(one["epoch"])[1]
         ok = lost == 0 and dup == 0 and all_synced and p99_one < 5.0 and max(offline) < 0.2
-        print(f"targets: log_epoch p99 < 5 ms with one writer: {p99_one:.3f} ms "
-              f"{'OK' if p99_one < 5 else 'MISSED'}; 8 writers lose/duplicate nothing: "
-              f"{'OK' if lost == dup == 0 else 'MISSED'}")  # fmt: skip
+        print(
+            f"targets: log_epoch p99 < 5 ms with one writer: {p99_one:.3f} ms "
+            f"{'OK' if p99_one < 5 else 'MISSED'}; 8 writers lose/duplicate nothing: "
+            f"{'OK' if lost == dup == 0 else 'MISSED'}"
+        )
         print(
             f"mean log_epoch {statistics.mean(one['epoch']) * 1e3:.4f} ms over {len(one['epoch'])} calls"
         )

@@ -61,10 +61,15 @@ from training.splits import make_split  # noqa: E402
 
 def _loader(dataset, *, workers: int, collate, batch_size: int = 32, seed: int = 0):
     return WindowLoader(
-        dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), shuffle=True, seed=seed),
-        num_workers=workers, collate_fn=collate, worker_init_fn=worker_init_fn if workers else None,
-        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-    )  # fmt: skip
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), shuffle=True, seed=seed),
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=worker_init_fn if workers else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def bench_loader(dataset, workers: int, epochs: int) -> tuple[float, float]:
@@ -84,27 +89,41 @@ def bench_loader(dataset, workers: int, epochs: int) -> tuple[float, float]:
             n = 0
         n += sum(len(b["subjects"]) for b in loader)
     seconds = time.perf_counter() - start
-    cpu = sum(b.user - a.user + b.system - a.system
-              for a, b in zip(cpu0, (p.cpu_times() for p in procs), strict=True))  # fmt: skip
+    cpu = sum(
+        b.user - a.user + b.system - a.system
+        for a, b in zip(cpu0, (p.cpu_times() for p in procs), strict=True)
+    )
     del loader
     return n / seconds, cpu / n * 1e3
 
 
-def bench_steps(train_ds, val_ds, collate, *, n_features: int, epochs: int, seed: int,
-                scale: TargetScale) -> tuple[float, dict]:
+def bench_steps(
+    train_ds, val_ds, collate, *, n_features: int, epochs: int, seed: int, scale: TargetScale
+) -> tuple[float, dict]:
     """Training batches per second (train part of each epoch) after one warm-up epoch."""
     torch.manual_seed(seed)
     challenge = get_challenge(2)
-    model = build_model("cnn", n_chans=train_ds.n_channels, n_times=train_ds.n_times,
-                        n_features=n_features)  # fmt: skip
+    model = build_model(
+        "cnn", n_chans=train_ds.n_channels, n_times=train_ds.n_times, n_features=n_features
+    )
     opt = challenge.make_optimizer(model.parameters())
     train_loader = _loader(train_ds, workers=2, collate=collate, seed=seed)
     val_loader = _loader(val_ds, workers=2, collate=collate, seed=seed)
-    state = fit(model, train_loader, val_loader, optimizer=opt, loss_fn=challenge.make_loss(),
-                device=torch.device("cpu"), epochs=epochs + 1, state=LoopState(), scale=scale,
-                primary_metric="val_subject_nrmse",
-                on_epoch_start=lambda e: train_loader.sampler.set_epoch(e),
-                progress=False, echo=lambda _: None)  # fmt: skip
+    state = fit(
+        model,
+        train_loader,
+        val_loader,
+        optimizer=opt,
+        loss_fn=challenge.make_loss(),
+        device=torch.device("cpu"),
+        epochs=epochs + 1,
+        state=LoopState(),
+        scale=scale,
+        primary_metric="val_subject_nrmse",
+        on_epoch_start=lambda e: train_loader.sampler.set_epoch(e),
+        progress=False,
+        echo=lambda _: None,
+    )
     measured = state.history[1:]
     rate = statistics.mean(h["batches_per_s"] for h in measured)
     extra = {
@@ -116,16 +135,30 @@ def bench_steps(train_ds, val_ds, collate, *, n_features: int, epochs: int, seed
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--demo-dir", type=Path, default=None,
-                        help="existing demo data (default: write the default demo to a temp dir)")
+    parser.add_argument(
+        "--demo-dir",
+        type=Path,
+        default=None,
+        help="existing demo data (default: write the default demo to a temp dir)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of each measurement")
-    parser.add_argument("--epochs", type=int, default=2, help="measured epochs per repetition (steps)")
-    parser.add_argument("--loader-epochs", type=int, default=6,
-                        help="measured passes over the file per loader repetition")
-    parser.add_argument("--loader-only", action="store_true", help="run only the loader measurement")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="measured epochs per repetition (steps)"
+    )
+    parser.add_argument(
+        "--loader-epochs",
+        type=int,
+        default=6,
+        help="measured passes over the file per loader repetition",
+    )
+    parser.add_argument(
+        "--loader-only", action="store_true", help="run only the loader measurement"
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 2))
-    print(f"cores: {os.cpu_count()}, torch {torch.__version__}, threads in main {torch.get_num_threads()}")
+    print(
+        f"cores: {os.cpu_count()}, torch {torch.__version__}, threads in main {torch.get_num_threads()}"
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         tmp = Path(tmp)
@@ -142,39 +175,55 @@ def main() -> None:
         split = make_split(index, seed=0)
         stats = compute_channel_stats(index, split.train)
         ds = WindowDataset(index, crop_samples=200, random_crop=True, stats=stats)
-        print(f"\n1. loader: {Path(c2[0]).name}, {len(ds)} windows of 129 x 400 (gzip, one window "
-              f"per chunk), batch 32, random 2 s crops, normalised")  # fmt: skip
+        print(
+            f"\n1. loader: {Path(c2[0]).name}, {len(ds)} windows of 129 x 400 (gzip, one window "
+            f"per chunk), batch 32, random 2 s crops, normalised"
+        )
         rates: dict[int, list[float]] = {0: [], 2: []}
         cpu: dict[int, list[float]] = {0: [], 2: []}
         for rep in range(args.repeats):
-            for workers in ((0, 2) if rep % 2 == 0 else (2, 0)):  # alternate: drifts favour neither
+            for workers in (0, 2) if rep % 2 == 0 else (2, 0):  # alternate: drifts favour neither
                 rate, ms = bench_loader(ds, workers, args.loader_epochs)
                 rates[workers].append(rate)
                 cpu[workers].append(ms)
         for w in (0, 2):
-            print(f"   num_workers={w}: median {statistics.median(rates[w]):7.0f} windows/s, best "
-                  f"{max(rates[w]):7.0f}  (runs: " + ", ".join(f"{r:.0f}" for r in rates[w])
-                  + f"); CPU {statistics.median(cpu[w]):.3f} ms/window (main + workers)")
+            print(
+                f"   num_workers={w}: median {statistics.median(rates[w]):7.0f} windows/s, best "
+                f"{max(rates[w]):7.0f}  (runs: "
+                + ", ".join(f"{r:.0f}" for r in rates[w])
+                + f"); CPU {statistics.median(cpu[w]):.3f} ms/window (main + workers)"
+            )
         ratio = max(rates[2]) / max(rates[0])
         pairs = sorted(b / a for a, b in zip(rates[0], rates[2], strict=True))
         pair_med = statistics.median(pairs)
-        ceiling = min(2, os.cpu_count() or 1) * statistics.median(cpu[0]) / statistics.median(cpu[2])
-        print(f"   ratio workers 2 / 0: {pair_med:.2f}x median of {args.repeats} back-to-back pairs "
-              f"(range {pairs[0]:.2f}-{pairs[-1]:.2f}), {ratio:.2f}x best/best  (target >= 1.7x) "
-              f"{'OK' if pair_med >= 1.7 else 'BELOW TARGET'}")
-        print(f"   CPU-bound ceiling on {min(2, os.cpu_count() or 1)} idle cores: {ceiling:.2f}x "
-              "(CPU per window of workers=0 / workers=2; the rest is other load on the machine)")
+        ceiling = (
+            min(2, os.cpu_count() or 1) * statistics.median(cpu[0]) / statistics.median(cpu[2])
+        )
+        print(
+            f"   ratio workers 2 / 0: {pair_med:.2f}x median of {args.repeats} back-to-back pairs "
+            f"(range {pairs[0]:.2f}-{pairs[-1]:.2f}), {ratio:.2f}x best/best  (target >= 1.7x) "
+            f"{'OK' if pair_med >= 1.7 else 'BELOW TARGET'}"
+        )
+        print(
+            f"   CPU-bound ceiling on {min(2, os.cpu_count() or 1)} idle cores: {ceiling:.2f}x "
+            "(CPU per window of workers=0 / workers=2; the rest is other load on the machine)"
+        )
 
         if args.loader_only:
             return
         # --- 2. steps/s with online features vs preloaded ----------------------------------------
         server = start_redis(free_port(), tmp / "redis")
         try:
-            settings = Settings(redis_url=server.uri, data_dir=tmp / "data",
-                                feature_repo=ROOT / "feature_repo")  # fmt: skip
+            settings = Settings(
+                redis_url=server.uri, data_dir=tmp / "data", feature_repo=ROOT / "feature_repo"
+            )
             t = time.perf_counter()
-            build_features(settings.features_dir, c2, demo_dir / "participants.tsv",
-                           BuildOptions(progress=False))  # fmt: skip
+            build_features(
+                settings.features_dir,
+                c2,
+                demo_dir / "participants.tsv",
+                BuildOptions(progress=False),
+            )
             with FeatureStoreClient(settings, cache_size=0) as client:
                 client.apply()
                 client.materialize()
@@ -185,24 +234,35 @@ def main() -> None:
                 split = make_split(index, seed=0)
                 subjects = sorted(set(index.subjects.tolist()))
                 matrix, _ = client.get_online_matrix(subjects, service)
-            print(f"\n2. training steps: features built, applied, materialized in "
-                  f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+            print(
+                f"\n2. training steps: features built, applied, materialized in "
+                f"{time.perf_counter() - t:.1f} s"
+            )
             matrix = np.asarray(matrix, np.float32)[:, idx]
             train_rows = [subjects.index(s) for s in split.train_subjects]
             scaler = FeatureScaler.fit(matrix[train_rows])
             stats = compute_channel_stats(index, split.train)
-            train_ds = WindowDataset(index, split.train, crop_samples=200, random_crop=True, stats=stats)
+            train_ds = WindowDataset(
+                index, split.train, crop_samples=200, random_crop=True, stats=stats
+            )
             val_ds = WindowDataset(index, split.val, crop_samples=200, stats=stats)
             y = index.targets[split.train]
             scale = TargetScale(float(y.mean()), float(y.std()))
             sources = {
-                "preloaded": TableFeatureSource("preloaded", service, [columns[i] for i in idx],
-                                                subjects, matrix),
-                "online, cache off": OnlineFeatureSource(settings, service, columns, idx, cache_size=0),
-                "online, cache on": OnlineFeatureSource(settings, service, columns, idx, cache_size=4096),
-            }  # fmt: skip
-            print(f"   {len(train_ds)} training windows, batch 32, 2 workers, compact CNN with "
-                  f"{len(idx)} features; {args.epochs} measured epochs after 1 warm-up")  # fmt: skip
+                "preloaded": TableFeatureSource(
+                    "preloaded", service, [columns[i] for i in idx], subjects, matrix
+                ),
+                "online, cache off": OnlineFeatureSource(
+                    settings, service, columns, idx, cache_size=0
+                ),
+                "online, cache on": OnlineFeatureSource(
+                    settings, service, columns, idx, cache_size=4096
+                ),
+            }
+            print(
+                f"   {len(train_ds)} training windows, batch 32, 2 workers, compact CNN with "
+                f"{len(idx)} features; {args.epochs} measured epochs after 1 warm-up"
+            )
             results: dict[str, list[float]] = {k: [] for k in sources}
             extras: dict[str, dict] = {}
             for rep in range(args.repeats):
@@ -211,8 +271,15 @@ def main() -> None:
                     order.reverse()
                 for name, source in order:
                     collate = BatchCollate(source, scaler)
-                    rate, extra = bench_steps(train_ds, val_ds, collate, n_features=len(idx),
-                                              epochs=args.epochs, seed=0, scale=scale)  # fmt: skip
+                    rate, extra = bench_steps(
+                        train_ds,
+                        val_ds,
+                        collate,
+                        n_features=len(idx),
+                        epochs=args.epochs,
+                        seed=0,
+                        scale=scale,
+                    )
                     results[name].append(rate)
                     extras[name] = extra
             base = max(results["preloaded"])
@@ -222,17 +289,24 @@ def main() -> None:
                 hit_txt = ""
                 if name != "preloaded":
                     shown = [f"{h:.0%}" if h is not None else "-" for h in hit]
-                    hit_txt = (f", lookup {extras[name]['lookup_ms']:.1f} ms/batch in the workers,"
-                               f" hit rate {'/'.join(shown)}")  # fmt: skip
+                    hit_txt = (
+                        f", lookup {extras[name]['lookup_ms']:.1f} ms/batch in the workers,"
+                        f" hit rate {'/'.join(shown)}"
+                    )
                 pairs = statistics.median(
                     r / p for p, r in zip(results["preloaded"], results[name], strict=True)
                 )
-                print(f"   {name:18s} {best_rate:6.2f} steps/s  ratio {best_rate / base:.2f}x best, "
-                      f"{pairs:.2f}x median pair{hit_txt}  (runs: "
-                      + ", ".join(f"{r:.2f}" for r in results[name]) + ")")  # fmt: skip
+                print(
+                    f"   {name:18s} {best_rate:6.2f} steps/s  ratio {best_rate / base:.2f}x best, "
+                    f"{pairs:.2f}x median pair{hit_txt}  (runs: "
+                    + ", ".join(f"{r:.2f}" for r in results[name])
+                    + ")"
+                )
             on = max(results["online, cache on"]) / base
-            print(f"   online with cache / preloaded: {on:.2f}x best of {args.repeats}  (target >= "
-                  f"0.97x) {'OK' if on >= 0.97 else 'BELOW TARGET'}")
+            print(
+                f"   online with cache / preloaded: {on:.2f}x best of {args.repeats}  (target >= "
+                f"0.97x) {'OK' if on >= 0.97 else 'BELOW TARGET'}"
+            )
         finally:
             stop_process(server.pid)
 

@@ -61,7 +61,9 @@ subject_features_c2_source = _source(
 )
 # Demographics from participants.tsv.
 subject_demographics_source = _source(
-    "subject_demographics_source", "subject_demographics", "age, sex, ehq_total from participants.tsv"
+    "subject_demographics_source",
+    "subject_demographics",
+    "age, sex, ehq_total from participants.tsv",
 )
 # Questionnaire scores from participants.tsv (labels).
 subject_labels_source = _source(
@@ -78,19 +80,41 @@ subject_rt_labels_source = _source(
 def _bandpower_schema() -> list[Field]:
     fields = [
         Field(name="n_windows", dtype=Int64, description="windows of the subject in the file"),
-        Field(name="n_good_windows", dtype=Int64, description="finite windows with few flat channels"),
+        Field(
+            name="n_good_windows", dtype=Int64, description="finite windows with few flat channels"
+        ),
         Field(name="good_fraction", dtype=Float32, description="n_good_windows / n_windows"),
     ]
     for b in BANDS:
         fields += [
-            Field(name=f"logabs_mean_{b}", dtype=Float32, description=f"mean over channels of log10 {b} power (uV^2)"),
-            Field(name=f"logabs_std_{b}", dtype=Float32, description=f"std over channels of log10 {b} power"),
+            Field(
+                name=f"logabs_mean_{b}",
+                dtype=Float32,
+                description=f"mean over channels of log10 {b} power (uV^2)",
+            ),
+            Field(
+                name=f"logabs_std_{b}",
+                dtype=Float32,
+                description=f"std over channels of log10 {b} power",
+            ),
             Field(name=f"rel_mean_{b}", dtype=Float32, description=f"mean relative {b} power"),
-            Field(name=f"rel_median_{b}", dtype=Float32, description=f"median over windows of relative {b} power"),
+            Field(
+                name=f"rel_median_{b}",
+                dtype=Float32,
+                description=f"median over windows of relative {b} power",
+            ),
         ]
-    fields.append(Field(name="spectral_entropy_mean", dtype=Float32, description="mean spectral entropy (0..1)"))
+    fields.append(
+        Field(
+            name="spectral_entropy_mean", dtype=Float32, description="mean spectral entropy (0..1)"
+        )
+    )
     fields += [
-        Field(name=f"chan_rel_{b}", dtype=Array(Float32), description=f"per-channel mean relative {b} power")
+        Field(
+            name=f"chan_rel_{b}",
+            dtype=Array(Float32),
+            description=f"per-channel mean relative {b} power",
+        )
         for b in BANDS
     ]
     return fields

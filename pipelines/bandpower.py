@@ -50,7 +50,16 @@ DEFAULT_SEGMENT_S = 1.0
 #: Default overlap between consecutive segments, as a fraction of the segment.
 DEFAULT_OVERLAP = 0.5
 #: Scale from a unit name (``attrs['units']``) to microvolts.
-UNIT_TO_UV = {"v": 1e6, "volt": 1e6, "volts": 1e6, "mv": 1e3, "uv": 1.0, "µv": 1.0, "μv": 1.0, "nv": 1e-3}
+UNIT_TO_UV = {
+    "v": 1e6,
+    "volt": 1e6,
+    "volts": 1e6,
+    "mv": 1e3,
+    "uv": 1.0,
+    "µv": 1.0,
+    "μv": 1.0,
+    "nv": 1e-3,
+}
 
 
 @dataclass(frozen=True)
@@ -167,7 +176,9 @@ class WelchPlan:
                     f"{nyquist} Hz of sfreq={self.sfreq}; lower the band or use data with a higher rate"
                 )
         if self.nperseg < 2:
-            raise ValueError(f"segment of {self.params.segment_s} s at {self.sfreq} Hz has < 2 samples")
+            raise ValueError(
+                f"segment of {self.params.segment_s} s at {self.sfreq} Hz has < 2 samples"
+            )
         if self.n_times < self.nperseg:
             raise ValueError(
                 f"windows of {self.n_times} samples are shorter than one Welch segment "
@@ -290,7 +301,9 @@ class WelchPlan:
         acc *= self._psd_scale
         return acc
 
-    def compute(self, x: np.ndarray, *, to_uv: float = 1e6, overwrite: bool = False) -> BandpowerResult:
+    def compute(
+        self, x: np.ndarray, *, to_uv: float = 1e6, overwrite: bool = False
+    ) -> BandpowerResult:
         """Band-power features of a chunk of windows.
 
         Parameters
@@ -315,7 +328,9 @@ class WelchPlan:
             xu = np.multiply(x, np.float32(to_uv), out=x)
         else:
             xu = np.multiply(x, np.float32(to_uv), dtype=np.float32)
-        mean = xu.mean(axis=-1, keepdims=True)  # NaN/inf anywhere in a row makes its mean non-finite
+        mean = xu.mean(
+            axis=-1, keepdims=True
+        )  # NaN/inf anywhere in a row makes its mean non-finite
         bad_rows = ~np.isfinite(mean[..., 0])
         nonfinite = bad_rows.any(axis=-1)
         if nonfinite.any():
@@ -336,8 +351,12 @@ class WelchPlan:
             rel = (abs_p / (tot_sum * self.df)[:, None]).astype(np.float32)
             logp = np.log10(abs_p)
             # H = -sum(p log p) with p = P / S  equals  log S - sum(P log P) / S
-            plogp = np.einsum("ij,ij->i", tot_psd, np.log(np.maximum(tot_psd, 1e-30)), dtype=np.float64)
-            ent = ((np.log(tot_sum) - plogp / tot_sum) / math.log(tot_psd.shape[1])).astype(np.float32)
+            plogp = np.einsum(
+                "ij,ij->i", tot_psd, np.log(np.maximum(tot_psd, 1e-30)), dtype=np.float64
+            )
+            ent = ((np.log(tot_sum) - plogp / tot_sum) / math.log(tot_psd.shape[1])).astype(
+                np.float32
+            )
 
         shape = (n_win, n_ch)
         abs_p = abs_p.reshape(*shape, -1)

@@ -177,7 +177,9 @@ def build_features(
     try:
         features_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise FeatureTableError(f"cannot create the features directory {features_dir}: {exc}") from exc
+        raise FeatureTableError(
+            f"cannot create the features directory {features_dir}: {exc}"
+        ) from exc
     lock = ft.build_lock(features_dir, timeout=30)
     try:
         lock.acquire()
@@ -190,7 +192,9 @@ def build_features(
         manifest = ft.Manifest.load(features_dir)
         finished = ft.finish_staged(manifest)
         if finished:
-            log.info("completed the commit of %d interrupted snapshot(s): %s", len(finished), finished)
+            log.info(
+                "completed the commit of %d interrupted snapshot(s): %s", len(finished), finished
+            )
         people = read_participants(participants)
         known = set(people["subject_id"])
         opened: list[H5Windows] = []
@@ -375,9 +379,14 @@ def _build_files(
 
 def _skipped(w: H5Windows, sid: str, old: dict) -> FileResult:
     return FileResult(
-        w.path, sid, "skipped", w.layout.challenge, old.get("n_windows", 0),
-        old.get("n_subjects", 0), old.get("n_good_windows", 0),
-    )  # fmt: skip
+        w.path,
+        sid,
+        "skipped",
+        w.layout.challenge,
+        old.get("n_windows", 0),
+        old.get("n_subjects", 0),
+        old.get("n_good_windows", 0),
+    )
 
 
 @dataclass
@@ -404,7 +413,10 @@ class _SubjectAccumulator:
         np.add.at(self.n_good, codes[good], 1)
         for s in np.unique(codes[good]):
             m = good & (codes == s)
-            for arr, sums, cnts in ((log_abs, self.sum_log, self.cnt_log), (rel, self.sum_rel, self.cnt_rel)):
+            for arr, sums, cnts in (
+                (log_abs, self.sum_log, self.cnt_log),
+                (rel, self.sum_rel, self.cnt_rel),
+            ):
                 block = arr[m]
                 ok = np.isfinite(block)
                 sums[s] += np.where(ok, block, 0.0).sum(axis=0)
@@ -490,26 +502,45 @@ def _build_one(
                 # dictionary encoding only for the repeated strings: trying it on float lists costs 4x
                 writer = stack.enter_context(
                     pq.ParquetWriter(
-                        stage.path(ft.WINDOW_FEATURES, challenge), win_schema, compression="snappy",
-                        use_dictionary=["subject_id", "release", "snapshot_id"], write_statistics=False,
-                    )  # fmt: skip
+                        stage.path(ft.WINDOW_FEATURES, challenge),
+                        win_schema,
+                        compression="snappy",
+                        use_dictionary=["subject_id", "release", "snapshot_id"],
+                        write_statistics=False,
+                    )
                 )
             if writer is not None:
                 for p_start, p_stop, p_r, p_ent, p_good, p_flat in pending:
                     writer.write_batch(
-                        _window_batch(w, sid, p_start, p_stop, ident["event_ts"], created, bands,
-                                      p_r, p_ent, p_good, p_flat, win_schema)  # fmt: skip
+                        _window_batch(
+                            w,
+                            sid,
+                            p_start,
+                            p_stop,
+                            ident["event_ts"],
+                            created,
+                            bands,
+                            p_r,
+                            p_ent,
+                            p_good,
+                            p_flat,
+                            win_schema,
+                        )
                     )
                 pending.clear()
             if item is None:
                 break
         writer.close()
         old, sha, event_ts = ident["old"], ident["sha"], ident["event_ts"]
-        stage.write_table(ft.WINDOW_LABELS, _window_labels_table(w, sid, event_ts, created), challenge)
+        stage.write_table(
+            ft.WINDOW_LABELS, _window_labels_table(w, sid, event_ts, created), challenge
+        )
         if "response_time" in w.labels:
             rt = _rt_table(w, codes, subjects, sid, event_ts, created)
             stage.write_table(ft.SUBJECT_RT_LABELS, rt, challenge)
-        subj = _subject_table(w, acc, subjects, chan_mean_rel, good_all, codes, sid, event_ts, created, bands)
+        subj = _subject_table(
+            w, acc, subjects, chan_mean_rel, good_all, codes, sid, event_ts, created, bands
+        )
         subj = subj.replace_schema_metadata({**schema_meta, **(subj.schema.metadata or {})})
         stage.write_table(ft.SUBJECT_FEATURES, subj, challenge)
         n_good = int(good_all.sum())
@@ -519,7 +550,12 @@ def _build_one(
                 "kind": "hdf5",
                 "challenge": challenge,
                 "layout": w.layout.name,
-                "input": {"path": str(w.path), "name": w.path.name, "sha256": sha, "size": w.path.stat().st_size},
+                "input": {
+                    "path": str(w.path),
+                    "name": w.path.name,
+                    "sha256": sha,
+                    "size": w.path.stat().st_size,
+                },
                 "code_version": FEATURE_CODE_VERSION,
                 "params": {**params.to_dict(), "max_flat_fraction": opts.max_flat_fraction},
                 "created": created.isoformat(),
@@ -603,7 +639,9 @@ def _common_columns(ids, release, challenge, sid, event_ts, created) -> dict:
     n = len(ids)
     return {
         "subject_id": pa.array(list(ids), pa.string()),
-        "release": pa.array([release] * n if isinstance(release, str) else list(release), pa.string()),
+        "release": pa.array(
+            [release] * n if isinstance(release, str) else list(release), pa.string()
+        ),
         "challenge": pa.array(np.full(n, challenge, np.int8)),
         "snapshot_id": pa.array([sid] * n, pa.string()),
         "event_timestamp": ft.timestamp_array(event_ts, n),
@@ -639,7 +677,16 @@ def _rt_table(w: H5Windows, codes, subjects, sid, event_ts, created) -> pa.Table
 
 
 def _subject_table(
-    w, acc: _SubjectAccumulator, subjects, chan_mean_rel, good_all, codes, sid, event_ts, created, bands
+    w,
+    acc: _SubjectAccumulator,
+    subjects,
+    chan_mean_rel,
+    good_all,
+    codes,
+    sid,
+    event_ts,
+    created,
+    bands,
 ) -> pa.Table:
     cols = _common_columns(subjects, w.release, w.layout.challenge, sid, event_ts, created)
     cols["source_file"] = pa.array([w.path.name] * len(subjects), pa.string())

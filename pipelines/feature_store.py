@@ -126,7 +126,9 @@ def load_repo_objects(feature_repo: Path) -> RepoObjects:
     from feast import Entity, FeatureService, FeatureView
     from feast.data_source import DataSource
 
-    files = sorted(p for p in Path(feature_repo).glob("*.py") if not p.name.startswith(("_", "test_")))
+    files = sorted(
+        p for p in Path(feature_repo).glob("*.py") if not p.name.startswith(("_", "test_"))
+    )
     if not files:
         raise FeatureStoreError(f"{feature_repo}: no Feast definition module (*.py) found")
     objs = RepoObjects([], [], [], [])
@@ -140,7 +142,9 @@ def load_repo_objects(feature_repo: Path) -> RepoObjects:
         try:
             spec.loader.exec_module(module)
         except Exception as exc:  # a definition error: show it with the file name
-            raise FeatureStoreError(f"{path}: importing the Feast definitions failed: {exc!r}") from exc
+            raise FeatureStoreError(
+                f"{path}: importing the Feast definitions failed: {exc!r}"
+            ) from exc
         for value in vars(module).values():
             if id(value) in seen:
                 continue
@@ -171,7 +175,9 @@ def repo_config(settings: Settings):
     try:
         cfg = RepoConfig(**raw)
     except Exception as exc:  # pydantic ValidationError and friends
-        raise FeatureStoreError(f"{settings.feature_repo / YAML_NAME}: invalid Feast configuration: {exc}") from exc
+        raise FeatureStoreError(
+            f"{settings.feature_repo / YAML_NAME}: invalid Feast configuration: {exc}"
+        ) from exc
     cfg.repo_path = Path(settings.feature_repo).resolve()
     return cfg
 
@@ -260,8 +266,14 @@ def _normalize_column(values, kind: str) -> np.ndarray:
         dt = np.float32 if kind == "f32" else np.float64
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
             return values.astype(dt, copy=False)
-        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=dt, na_value=np.nan)
-    out = np.array(values, dtype=object, copy=True) if not isinstance(values, np.ndarray) else values.astype(object)
+        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
+            dtype=dt, na_value=np.nan
+        )
+    out = (
+        np.array(values, dtype=object, copy=True)
+        if not isinstance(values, np.ndarray)
+        else values.astype(object)
+    )
     missing = pd.isna(out)  # elementwise on objects: arrays count as present
     out[missing] = np.nan
     if kind == "list":
@@ -448,9 +460,10 @@ class FeatureStoreClient:
         marker = self._read_marker() or {}
         done = set(marker.get("snapshot_ids", []))
         ready = {
-            sid: s for sid, s in manifest.snapshots.items()
+            sid: s
+            for sid, s in manifest.snapshots.items()
             if datetime.fromisoformat(s["event_timestamp"]) <= end
-        }  # fmt: skip
+        }
         new = {sid: s for sid, s in ready.items() if sid not in done}
         store = self.store
         store.refresh_registry()
@@ -481,7 +494,9 @@ class FeatureStoreClient:
         try:
             self.redis.set(marker_key(self._project), json.dumps(value))
         except Exception as exc:
-            raise FeatureStoreError(f"writing the materialization marker to Redis failed: {exc}") from exc
+            raise FeatureStoreError(
+                f"writing the materialization marker to Redis failed: {exc}"
+            ) from exc
         self._check_marker()
 
     def _read_marker(self) -> dict | None:
@@ -633,7 +648,9 @@ class FeatureStoreClient:
         data: dict[str, Any] = {ENTITY_KEY: ids}
         for j, (_, feat, kind) in enumerate(info.features):
             if kind in ("f32", "f64"):
-                data[feat] = np.array([r[j] for r in ordered], dtype=np.float32 if kind == "f32" else np.float64)
+                data[feat] = np.array(
+                    [r[j] for r in ordered], dtype=np.float32 if kind == "f32" else np.float64
+                )
             else:
                 col = np.empty(len(ordered), dtype=object)
                 for i, r in enumerate(ordered):
@@ -641,8 +658,9 @@ class FeatureStoreClient:
                 data[feat] = col
         return pd.DataFrame(data, copy=False)
 
-    def _online_rows(self, subject_ids: Sequence[str], service: str
-                     ) -> tuple[list[str], _ServiceInfo, list[tuple]]:
+    def _online_rows(
+        self, subject_ids: Sequence[str], service: str
+    ) -> tuple[list[str], _ServiceInfo, list[tuple]]:
         """(normalised ids, service info, one row of normalised values per id) via the cache."""
         self._check_open()
         ids = normalize_subject_ids(subject_ids)
@@ -711,7 +729,9 @@ class FeatureStoreClient:
             ) from exc
         return {sid: tuple(row) for sid, row in zip(ids, rows, strict=True)}
 
-    def get_online_matrix(self, subject_ids: Sequence[str], service: str) -> tuple[np.ndarray, list[str]]:
+    def get_online_matrix(
+        self, subject_ids: Sequence[str], service: str
+    ) -> tuple[np.ndarray, list[str]]:
         """``(X, columns)``: float32 (n, d) matrix of :meth:`get_online_features` (NaN missing).
 
         Built straight from the cached rows (the same conversions as for a DataFrame, without
@@ -734,7 +754,11 @@ class FeatureStoreClient:
     def _offline_table(self, table: str, columns: list[str]) -> pd.DataFrame:
         manifest = ft.Manifest.load(self.settings.features_dir)
         files = _table_files(manifest, table)
-        key = (table, tuple(columns), tuple((str(p), p.stat().st_mtime_ns) for p in files if p.exists()))
+        key = (
+            table,
+            tuple(columns),
+            tuple((str(p), p.stat().st_mtime_ns) for p in files if p.exists()),
+        )
         cached = self._offline_cache.get(key)
         if cached is not None:
             return cached
@@ -803,12 +827,16 @@ class FeatureStoreClient:
         result["event_timestamp"] = result["event_timestamp"].dt.tz_localize("UTC")
         return result[[ENTITY_KEY, "event_timestamp", *info.names]]
 
-    def get_historical_matrix(self, entity_df: pd.DataFrame, service: str) -> tuple[np.ndarray, list[str]]:
+    def get_historical_matrix(
+        self, entity_df: pd.DataFrame, service: str
+    ) -> tuple[np.ndarray, list[str]]:
         """``(X, columns)``: float32 matrix of :meth:`get_historical_features` (NaN missing)."""
         return self._to_matrix(self.get_historical_features(entity_df, service), service)
 
 
-def _fill_matrix(plan: list[tuple[str, tuple]], n: int, column: Callable[[str, str], Any]) -> np.ndarray:
+def _fill_matrix(
+    plan: list[tuple[str, tuple]], n: int, column: Callable[[str, str], Any]
+) -> np.ndarray:
     """The float32 (n, len(plan)) matrix of a matrix plan (NaN where missing).
 
     ``column(feat, kind)`` gives feature ``feat``'s n values: numbers for ``num``; strings or
@@ -825,7 +853,10 @@ def _fill_matrix(plan: list[tuple[str, tuple]], n: int, column: Callable[[str, s
             j += 1
         elif kind == "cat":
             codes = CATEGORICAL_CODES[feat]
-            out[:, j] = [codes.get(v.strip().upper(), np.nan) if isinstance(v, str) else np.nan for v in values]
+            out[:, j] = [
+                codes.get(v.strip().upper(), np.nan) if isinstance(v, str) else np.nan
+                for v in values
+            ]
             j += 1
         else:
             width = sum(1 for _, (k, f, _) in plan[j:] if k == "list" and f == feat)
@@ -846,7 +877,13 @@ def _table_files(manifest: ft.Manifest, table: str) -> list[Path]:
     for snap in manifest.snapshots.values():
         for rel in snap.get("files", {}).values():
             if str(Path(rel).parent) == table:
-                rows.append((snap["event_timestamp"], snap["snapshot_id"], Path(manifest.features_dir) / rel))
+                rows.append(
+                    (
+                        snap["event_timestamp"],
+                        snap["snapshot_id"],
+                        Path(manifest.features_dir) / rel,
+                    )
+                )
     return [p for *_, p in sorted(rows)]
 
 

@@ -71,7 +71,9 @@ def challenge_dir(challenge: int) -> str:
     return f"challenge{int(challenge)}"
 
 
-def table_path(features_dir: Path, table: str, snapshot_id: str, challenge: int | None = None) -> Path:
+def table_path(
+    features_dir: Path, table: str, snapshot_id: str, challenge: int | None = None
+) -> Path:
     """Path of one snapshot's file of ``table``."""
     base = Path(features_dir) / table
     if challenge is not None:
@@ -170,7 +172,9 @@ class Manifest:
                 continue
             if challenge is not None and snap.get("challenge") != challenge:
                 continue
-            rows.append((snap["event_timestamp"], snap["snapshot_id"], Path(self.features_dir) / rel))
+            rows.append(
+                (snap["event_timestamp"], snap["snapshot_id"], Path(self.features_dir) / rel)
+            )
         return [p for *_, p in sorted(rows)]
 
     def earliest_event_timestamp(self) -> datetime | None:

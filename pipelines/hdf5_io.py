@@ -83,7 +83,9 @@ class H5Layout:
 
     def __post_init__(self) -> None:
         if self.challenge not in (1, 2):
-            raise ValueError(f"layout {self.name!r}: challenge must be 1 or 2, got {self.challenge}")
+            raise ValueError(
+                f"layout {self.name!r}: challenge must be 1 or 2, got {self.challenge}"
+            )
 
 
 CHALLENGE2_LAYOUT = H5Layout(
@@ -183,7 +185,11 @@ def direct_chunk_plan(ds: h5py.Dataset) -> DirectChunkPlan | None:
     """
     if ds.chunks is None or tuple(ds.chunks[1:]) != tuple(ds.shape[1:]):
         return None
-    if ds.dtype.byteorder not in ("=", "<", "|") or ds.dtype.kind != "f" or sys.byteorder != "little":
+    if (
+        ds.dtype.byteorder not in ("=", "<", "|")
+        or ds.dtype.kind != "f"
+        or sys.byteorder != "little"
+    ):
         return None
     plist = ds.id.get_create_plist()
     filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
@@ -227,8 +233,16 @@ def unshuffle_into(planes: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def decode_chunk(raw: bytes, mask: int, shuffled: bool, dtype: np.dtype, chunk_shape: tuple[int, ...],
-                 out: np.ndarray, *, select: tuple | slice = ()) -> np.ndarray:
+def decode_chunk(
+    raw: bytes,
+    mask: int,
+    shuffled: bool,
+    dtype: np.dtype,
+    chunk_shape: tuple[int, ...],
+    out: np.ndarray,
+    *,
+    select: tuple | slice = (),
+) -> np.ndarray:
     """Inflate (and unshuffle) one raw chunk, writing ``chunk[select]`` into ``out``.
 
     Parameters
@@ -270,7 +284,9 @@ def decode_chunk(raw: bytes, mask: int, shuffled: bool, dtype: np.dtype, chunk_s
         if out.dtype == dtype:
             unshuffle_into(part, out)
         else:
-            np.copyto(out, unshuffle_into(part, np.empty(part.shape[1:], dtype)), casting="same_kind")
+            np.copyto(
+                out, unshuffle_into(part, np.empty(part.shape[1:], dtype)), casting="same_kind"
+            )
     else:
         np.copyto(out, np.frombuffer(buf, dtype).reshape(chunk_shape)[select], casting="same_kind")
     return out
@@ -340,8 +356,15 @@ class H5Windows:
                 raise self._error(f"cannot read the chunk at window {c0}", exc) from exc
             lo, hi = max(c0, start), min(c0 + per, stop)
             try:
-                decode_chunk(raw, mask, shuffled, dtype, (per, *shape_tail), out[lo - start : hi - start],
-                             select=slice(lo - c0, hi - c0))  # fmt: skip
+                decode_chunk(
+                    raw,
+                    mask,
+                    shuffled,
+                    dtype,
+                    (per, *shape_tail),
+                    out[lo - start : hi - start],
+                    select=slice(lo - c0, hi - c0),
+                )
             except ChunkDecodeError as exc:
                 raise self._error(f"chunk at window {c0} {exc}", exc.__cause__) from exc
         return out
@@ -397,7 +420,9 @@ class H5Windows:
                     s, fut = pending.popleft()
                     nxt = next(it, None)
                     if nxt is not None:
-                        pending.append((nxt, pool.submit(read, nxt, min(nxt + step, self.n_windows))))
+                        pending.append(
+                            (nxt, pool.submit(read, nxt, min(nxt + step, self.n_windows)))
+                        )
                     yield s, fut.result()
             finally:
                 for _, fut in pending:
@@ -535,7 +560,9 @@ def _validate(
             try:
                 ids.append(normalize_subject_id(text))
             except ValueError as exc:  # services.ids.SubjectIdError: names the id and the fix
-                raise InputDataError(f"{path}: {exc} (dataset {lay.subjects!r}, window {i})") from exc
+                raise InputDataError(
+                    f"{path}: {exc} (dataset {lay.subjects!r}, window {i})"
+                ) from exc
 
         labels: dict[str, np.ndarray] = {}
         for label, name in lay.labels.items():
@@ -552,7 +579,9 @@ def _validate(
             try:
                 labels[label] = np.asarray(lds[()], dtype=np.float64)
             except (OSError, ValueError, TypeError) as exc:
-                raise InputDataError(f"{path}: dataset {name!r} ({label}) is unreadable: {exc}") from exc
+                raise InputDataError(
+                    f"{path}: dataset {name!r} ({label}) is unreadable: {exc}"
+                ) from exc
 
         names = _channel_names(f, path, n_ch, channel_names)
         unit = _text(attrs["units"]) if "units" in attrs else None
@@ -584,9 +613,7 @@ def _validate(
     )
 
 
-def _channel_names(
-    f: h5py.File, path: Path, n_ch: int, given: Sequence[str] | None
-) -> list[str]:
+def _channel_names(f: h5py.File, path: Path, n_ch: int, given: Sequence[str] | None) -> list[str]:
     raw = None
     if "ch_names" in f:
         raw = f["ch_names"][()]

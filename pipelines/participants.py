@@ -86,9 +86,7 @@ def read_participants(path: str | Path, *, extra_columns: bool = False) -> pd.Da
     release = raw.get("release_number")
     out["release"] = release.fillna("").astype(str).to_numpy() if release is not None else ""
     sex = raw.get("sex")
-    out["sex"] = (
-        [None if pd.isna(v) else str(v).strip() for v in sex] if sex is not None else None
-    )
+    out["sex"] = [None if pd.isna(v) else str(v).strip() for v in sex] if sex is not None else None
     for col in NUMERIC_COLUMNS:
         if col not in raw.columns:
             out[col] = np.nan

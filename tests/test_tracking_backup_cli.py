@@ -96,8 +96,12 @@ def test_damaged_backup_is_refused_before_writing(db, tmp_path, settings):
 
 @pytest.fixture
 def cli_env(settings):
-    return {"MONGO_URI": settings.mongo_uri, "MONGO_DB": settings.mongo_db,
-            "EEGFS_DATA_DIR": str(settings.data_dir), "REDIS_URL": settings.redis_url}  # fmt: skip
+    return {
+        "MONGO_URI": settings.mongo_uri,
+        "MONGO_DB": settings.mongo_db,
+        "EEGFS_DATA_DIR": str(settings.data_dir),
+        "REDIS_URL": settings.redis_url,
+    }
 
 
 def _run(env, *args):

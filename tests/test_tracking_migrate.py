@@ -35,8 +35,10 @@ def test_fixture_is_there():
 
 
 def test_real_database_migrates_every_row_twice_without_duplicates(db):
-    counts = {t: _rows(FIXTURE, f"SELECT count(*) FROM {t}")[0][0]
-              for t in ("training_runs", "epoch_history", "model_checkpoints", "subjects", "cache_files")}  # fmt: skip
+    counts = {
+        t: _rows(FIXTURE, f"SELECT count(*) FROM {t}")[0][0]
+        for t in ("training_runs", "epoch_history", "model_checkpoints", "subjects", "cache_files")
+    }
     first = migrate_sqlite(db, FIXTURE)
     assert first.tables["training_runs"].inserted == counts["training_runs"] == 37
     assert first.tables["epoch_history"].inserted == counts["epoch_history"]
@@ -91,9 +93,11 @@ def test_real_database_quirks_are_mapped(db):
         assert c["path"].startswith("/home/") and c["sha256"] is None and c["size_bytes"] is None
         assert c["checksum_status"].startswith("unverifiable")
     # Every column of every row is kept under legacy.row.
-    for table, collection, key in (("training_runs", "experiments", "run_id"),
-                                   ("epoch_history", "epochs", "id"),
-                                   ("model_checkpoints", "checkpoints", "checkpoint_id")):  # fmt: skip
+    for table, collection, key in (
+        ("training_runs", "experiments", "run_id"),
+        ("epoch_history", "epochs", "id"),
+        ("model_checkpoints", "checkpoints", "checkpoint_id"),
+    ):
         for row in _rows(FIXTURE, f"SELECT * FROM {table}"):
             doc = db[collection].find_one({"legacy.table": table, "legacy.id": row[key]})
             assert set(doc["legacy"]["row"]) == set(row.keys())
@@ -135,11 +139,16 @@ def _synthetic(tmp_path: Path) -> Path:
             VALUES (1, 'broken', 'yesterday', 'completed', '{not json');
         """
     )
-    dst.execute("INSERT INTO model_checkpoints (run_id, epoch, val_loss, file_path, file_size_mb, timestamp, is_best)"
-                " VALUES (1, 1, 0.6, ?, 0.5, '2025-10-19T19:01:00', 1)", (str(ckpt),))  # fmt: skip
-    dst.execute("INSERT INTO cache_files (challenge, release, file_path, file_size_mb, n_windows, n_channels,"
-                " n_times, created_at, checksum) VALUES (2, 'R1', ?, 1.0, 10, 129, 400, '2025-10-19T10:00:00', ?)",
-                (str(cache), hashlib.sha256(b"cached windows").hexdigest()))  # fmt: skip
+    dst.execute(
+        "INSERT INTO model_checkpoints (run_id, epoch, val_loss, file_path, file_size_mb, timestamp, is_best)"
+        " VALUES (1, 1, 0.6, ?, 0.5, '2025-10-19T19:01:00', 1)",
+        (str(ckpt),),
+    )
+    dst.execute(
+        "INSERT INTO cache_files (challenge, release, file_path, file_size_mb, n_windows, n_channels,"
+        " n_times, created_at, checksum) VALUES (2, 'R1', ?, 1.0, 10, 129, 400, '2025-10-19T10:00:00', ?)",
+        (str(cache), hashlib.sha256(b"cached windows").hexdigest()),
+    )
     dst.commit()
     dst.close()
     return path

@@ -34,13 +34,41 @@ def _ops(db_name: str) -> list[dict]:
         ]
         if epoch == 3:
             bucket = ObjectId()  # a second bucket
-        ops.append({"op": "metrics", "experiment_id": exp, "bucket_id": bucket, "batch_id": ObjectId(),
-                    "points": points, "first_step": epoch * 10, "last_step": epoch * 10 + 9, "heartbeat": at})  # fmt: skip
-        ops.append({"op": "epoch", "id": ObjectId(), "experiment_id": exp, "epoch": epoch,
-                    "metrics": {"val_loss": 1.0 / (epoch + 1)}, "at": at, "host": "h"})  # fmt: skip
+        ops.append(
+            {
+                "op": "metrics",
+                "experiment_id": exp,
+                "bucket_id": bucket,
+                "batch_id": ObjectId(),
+                "points": points,
+                "first_step": epoch * 10,
+                "last_step": epoch * 10 + 9,
+                "heartbeat": at,
+            }
+        )
+        ops.append(
+            {
+                "op": "epoch",
+                "id": ObjectId(),
+                "experiment_id": exp,
+                "epoch": epoch,
+                "metrics": {"val_loss": 1.0 / (epoch + 1)},
+                "at": at,
+                "host": "h",
+            }
+        )
         ops.append({"op": "update", "id": exp, "update": {"$max": {"heartbeat": at}}})
-    ops.append({"op": "epoch", "id": ObjectId(), "experiment_id": exp, "epoch": 2,
-                "metrics": {"val_loss": 9.0}, "at": t0 + dt.timedelta(seconds=9), "host": "h"})  # fmt: skip
+    ops.append(
+        {
+            "op": "epoch",
+            "id": ObjectId(),
+            "experiment_id": exp,
+            "epoch": 2,
+            "metrics": {"val_loss": 9.0},
+            "at": t0 + dt.timedelta(seconds=9),
+            "host": "h",
+        }
+    )
     ops.append(
         {
             "op": "update",

@@ -45,8 +45,13 @@ def _phase(run, tmp_path: Path, epochs: range, label: str) -> None:
             path = tmp_path / label / f"epoch{epoch}.pt"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(f"weights of epoch {epoch}".encode() * 1000)
-            run.log_checkpoint(path, epoch=epoch, metrics={"val_loss": 1.5 / (epoch + 1)},
-                               is_best=True, upload=True)  # fmt: skip
+            run.log_checkpoint(
+                path,
+                epoch=epoch,
+                metrics={"val_loss": 1.5 / (epoch + 1)},
+                is_best=True,
+                upload=True,
+            )
     run.log_epoch(epochs[0], {"train_loss": 9.0, "val_loss": 9.0})  # a re-logged epoch
     run.log_epoch(
         epochs[0], {"train_loss": 1.0 / (epochs[0] + 1), "val_loss": 1.5 / (epochs[0] + 1)}
@@ -83,11 +88,26 @@ def _snapshot(database, run_id: ObjectId) -> dict:
     checkpoints = []
     for c in database.checkpoints.find({"experiment_id": run_id}).sort("epoch"):
         blob = fs.open_download_stream(c["gridfs_id"]).read()
-        checkpoints.append((c["epoch"], c["sha256"], c["size_bytes"], c["is_best"], c["metrics"],
-                            c["upload_status"], blob))  # fmt: skip
-    return {"experiment": experiment, "epochs": epochs, "points": points,
-            "bucket_sizes_ok": bucket_sizes_ok, "checkpoints": checkpoints,
-            "log": exp["log"]["text"], "best_epoch": exp["best_checkpoint"]["epoch"]}  # fmt: skip
+        checkpoints.append(
+            (
+                c["epoch"],
+                c["sha256"],
+                c["size_bytes"],
+                c["is_best"],
+                c["metrics"],
+                c["upload_status"],
+                blob,
+            )
+        )
+    return {
+        "experiment": experiment,
+        "epochs": epochs,
+        "points": points,
+        "bucket_sizes_ok": bucket_sizes_ok,
+        "checkpoints": checkpoints,
+        "log": exp["log"]["text"],
+        "best_epoch": exp["best_checkpoint"]["epoch"],
+    }
 
 
 def test_server_stopped_mid_run_loses_nothing(start_local_mongo, tmp_path):
@@ -169,9 +189,20 @@ _OFFLINE_SCRIPT = textwrap.dedent(
 def test_process_exiting_offline_leaves_its_spool_for_runs_sync(settings, db, tmp_path):
     dead_uri = f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300"
     result = subprocess.run(
-        [sys.executable, "-c", _OFFLINE_SCRIPT, dead_uri, settings.mongo_db, str(settings.data_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            _OFFLINE_SCRIPT,
+            dead_uri,
+            settings.mongo_db,
+            str(settings.data_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     run_id = ObjectId(result.stdout.strip().splitlines()[-1])
     spool_dir = settings.data_dir / "tracking" / "spool"
     files = list(spool_dir.glob(SPOOL_GLOB))
@@ -213,12 +244,26 @@ def test_sync_sets_aside_a_write_mongodb_rejects(settings, db):
     exp = ObjectId()
     at = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     spool = SpoolFile(settings.data_dir / "tracking" / "spool")
-    spool.append([
-        {"op": "create", "db": settings.mongo_db, "doc": {"_id": exp, "name": "x", "status": "running"}},
-        {"op": "update", "db": settings.mongo_db, "id": exp, "update": {"$bogus": {"a": 1}}},
-        {"op": "epoch", "db": settings.mongo_db, "id": ObjectId(), "experiment_id": exp, "epoch": 0,
-         "metrics": {"val_loss": 1.0}, "at": at, "host": "h"},
-    ])  # fmt: skip
+    spool.append(
+        [
+            {
+                "op": "create",
+                "db": settings.mongo_db,
+                "doc": {"_id": exp, "name": "x", "status": "running"},
+            },
+            {"op": "update", "db": settings.mongo_db, "id": exp, "update": {"$bogus": {"a": 1}}},
+            {
+                "op": "epoch",
+                "db": settings.mongo_db,
+                "id": ObjectId(),
+                "experiment_id": exp,
+                "epoch": 0,
+                "metrics": {"val_loss": 1.0},
+                "at": at,
+                "host": "h",
+            },
+        ]
+    )
     spool.close()
     report = sync_spool(settings)
     assert (report.applied, report.rejected) == (2, 1)

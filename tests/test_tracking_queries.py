@@ -17,12 +17,40 @@ from tracking.watch import watch_epochs
 def _populate(tracker):
     """Five finished runs over two challenges and one silent running run."""
     specs = [
-        ("c2-adam", 2, {"batch_size": 64, "optimizer": "Adam", "lr": 1e-3}, ["sweep"], 0.40, "completed"),
-        ("c2-adamax", 2, {"batch_size": 64, "optimizer": "Adamax", "lr": 2e-3}, ["sweep", "best"], 0.30, "completed"),
+        (
+            "c2-adam",
+            2,
+            {"batch_size": 64, "optimizer": "Adam", "lr": 1e-3},
+            ["sweep"],
+            0.40,
+            "completed",
+        ),
+        (
+            "c2-adamax",
+            2,
+            {"batch_size": 64, "optimizer": "Adamax", "lr": 2e-3},
+            ["sweep", "best"],
+            0.30,
+            "completed",
+        ),
         ("c2-small", 2, {"batch_size": 16, "optimizer": "Adamax", "lr": 2e-3}, [], 0.50, "failed"),
-        ("c1-base", 1, {"batch_size": 32, "optimizer": "Adam", "lr": 1e-3}, ["sweep"], 0.90, "completed"),
-        ("c1-nan", 1, {"batch_size": 32, "optimizer": "Adam", "lr": 1e-1}, [], float("nan"), "completed"),
-    ]  # fmt: skip
+        (
+            "c1-base",
+            1,
+            {"batch_size": 32, "optimizer": "Adam", "lr": 1e-3},
+            ["sweep"],
+            0.90,
+            "completed",
+        ),
+        (
+            "c1-nan",
+            1,
+            {"batch_size": 32, "optimizer": "Adam", "lr": 1e-1},
+            [],
+            float("nan"),
+            "completed",
+        ),
+    ]
     runs = {}
     for name, challenge, config, tags, val, status in specs:
         run = start_example_run(tracker, name=name, challenge=challenge, config=config, tags=tags)

@@ -19,8 +19,15 @@ def _trained(tracker, tmp_path, name="c2-eegnex", upload=False):
         path = tmp_path / name / f"epoch{epoch}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, path)
-        ids.append(run.log_checkpoint(path, epoch=epoch, metrics={"val_loss": 1.0 - epoch / 4},
-                                      is_best=True, upload=upload))  # fmt: skip
+        ids.append(
+            run.log_checkpoint(
+                path,
+                epoch=epoch,
+                metrics={"val_loss": 1.0 - epoch / 4},
+                is_best=True,
+                upload=upload,
+            )
+        )
     run.finish()
     tracker.flush()
     return run, ids

@@ -34,20 +34,22 @@ def _features(
 ) -> None:
     folder = features_dir / "subject_features" / f"challenge{challenge}"
     folder.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame({
-        "subject_id": ["NDARAA001", "NDARAA002"],
-        "release": ["R1", "R1"],
-        "challenge": np.array([challenge, challenge], np.int8),
-        "snapshot_id": [snapshot, snapshot],
-        "event_timestamp": [created, created],
-        "created": [created, created],
-        "source_file": ["challenge2_R1.h5"] * 2,
-        "n_windows": [6, 4],
-        "n_good_windows": [6, 2],
-        "good_fraction": np.array([1.0, good], np.float32),
-        "logabs_mean_alpha": np.array([1.5, 1.25], np.float32),
-        "chan_rel_alpha": [[0.1, 0.2], [0.3, 0.4]],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "subject_id": ["NDARAA001", "NDARAA002"],
+            "release": ["R1", "R1"],
+            "challenge": np.array([challenge, challenge], np.int8),
+            "snapshot_id": [snapshot, snapshot],
+            "event_timestamp": [created, created],
+            "created": [created, created],
+            "source_file": ["challenge2_R1.h5"] * 2,
+            "n_windows": [6, 4],
+            "n_good_windows": [6, 2],
+            "good_fraction": np.array([1.0, good], np.float32),
+            "logabs_mean_alpha": np.array([1.5, 1.25], np.float32),
+            "chan_rel_alpha": [[0.1, 0.2], [0.3, 0.4]],
+        }
+    )
     frame.to_parquet(folder / f"{snapshot}.parquet")
 
 
@@ -58,8 +60,12 @@ def _parsed(*paths: Path) -> dict:
 
 @pytest.fixture
 def cli_env(settings):
-    return {"MONGO_URI": settings.mongo_uri, "MONGO_DB": settings.mongo_db,
-            "EEGFS_DATA_DIR": str(settings.data_dir), "REDIS_URL": settings.redis_url}  # fmt: skip
+    return {
+        "MONGO_URI": settings.mongo_uri,
+        "MONGO_DB": settings.mongo_db,
+        "EEGFS_DATA_DIR": str(settings.data_dir),
+        "REDIS_URL": settings.redis_url,
+    }
 
 
 def _run(env, *args):
@@ -67,10 +73,13 @@ def _run(env, *args):
 
 
 def test_subjects_sync_upserts_and_is_idempotent(db, tmp_path):
-    r1 = _tsv(tmp_path / "r1.tsv", [
-        "sub-NDARAA001\tR1\tM\t10.25\t80.0\t0.5\t-0.1\t0.2\t0.3\tCBIC",
-        "sub-NDARAA002\tR1\tF\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tRUBIC",
-    ])  # fmt: skip
+    r1 = _tsv(
+        tmp_path / "r1.tsv",
+        [
+            "sub-NDARAA001\tR1\tM\t10.25\t80.0\t0.5\t-0.1\t0.2\t0.3\tCBIC",
+            "sub-NDARAA002\tR1\tF\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tRUBIC",
+        ],
+    )
     r2 = _tsv(tmp_path / "r2.tsv", ["sub-NDARAA001\tR2\tM\t10.25\tn/a\t0.5\t-0.1\t0.2\t0.3\tCBIC"])
     features = tmp_path / "features"
     t0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -118,10 +127,17 @@ def test_subjects_sync_without_features_says_so(db, tmp_path):
 
 def test_subjects_sync_takes_plain_dict_rows(db):
     rows = [
-        {"participant_id": "sub-NDARAA001", "release_number": "R4", "sex": "F", "age": 7.5,
-         "p_factor": float("nan"), "handedness": None, "site": "SI"},
+        {
+            "participant_id": "sub-NDARAA001",
+            "release_number": "R4",
+            "sex": "F",
+            "age": 7.5,
+            "p_factor": float("nan"),
+            "handedness": None,
+            "site": "SI",
+        },
         {"subject_id": "NDARAA002", "release": "R4", "age": None},
-    ]  # fmt: skip
+    ]
     report = sync_subjects(db, {"inline": rows})
     assert (report.inserted, report.participant_rows) == (2, 2)
     a = db.subjects.find_one({"subject_id": "NDARAA001"})
@@ -143,13 +159,17 @@ def test_cli_subjects_sync_parses_like_the_feature_build(db, cli_env, tmp_path):
     doc = db.subjects.find_one({"subject_id": "NDARAA001"})
     assert "age" not in doc and doc["scores"]["p_factor"] == 0.5  # NA is missing
     bad = _tsv(tmp_path / "bad.tsv", ["sub-NDARAA009\tR1\tM\tten\tn/a\tn/a\tn/a\tn/a\tn/a\tX"])
-    dup = _tsv(tmp_path / "dup.tsv", ["sub-NDARAA008\tR1\tM\t1\t1\t0\t0\t0\t0\tX",
-                                      "NDARAA008\tR2\tM\t1\t1\t0\t0\t0\t0\tX"])  # fmt: skip
+    dup = _tsv(
+        tmp_path / "dup.tsv",
+        ["sub-NDARAA008\tR1\tM\t1\t1\t0\t0\t0\t0\tX", "NDARAA008\tR2\tM\t1\t1\t0\t0\t0\t0\tX"],
+    )
     nocol = tmp_path / "nocol.tsv"
     nocol.write_text("id\tage\nA\t1\n")
-    for path, message in ((bad, "bad.tsv: column 'age' line 2 holds 'ten'"),
-                          (dup, "dup.tsv: subject(s) listed more than once"),
-                          (nocol, "nocol.tsv: no 'participant_id' column")):  # fmt: skip
+    for path, message in (
+        (bad, "bad.tsv: column 'age' line 2 holds 'ten'"),
+        (dup, "dup.tsv: subject(s) listed more than once"),
+        (nocol, "nocol.tsv: no 'participant_id' column"),
+    ):
         result = _run(
             cli_env, "subjects", "sync", "--participants", str(good), "--participants", str(path)
         )
@@ -173,8 +193,9 @@ def _h5_challenge1(path: Path, n: int = 3, n_windows_attr: int | None = None) ->
     with h5py.File(path, "w") as f:
         f.create_dataset("eeg", data=np.ones((n, 129, 200), np.float32), compression="gzip")
         f.create_dataset("subject_ids", data=np.array([b"sub-NDARAA001"] * n))
-        f.attrs.update(sfreq=100, release="R2", n_windows=n_windows_attr or n, n_channels=129,
-                       n_timepoints=200)  # fmt: skip
+        f.attrs.update(
+            sfreq=100, release="R2", n_windows=n_windows_attr or n, n_channels=129, n_timepoints=200
+        )
     return path
 
 
@@ -187,19 +208,30 @@ def test_datasets_register_both_layouts(db, cli_env, tmp_path):
     d2 = db.datasets.find_one({"path": str(c2.resolve())})
     d1 = db.datasets.find_one({"path": str(c1.resolve())})
     assert (d2["challenge"], d2["release"], d2["windows"], d2["channels"], d2["samples"]) == (
-        2, "R1", 5, 129, 400,
-    )  # fmt: skip
+        2,
+        "R1",
+        5,
+        129,
+        400,
+    )
     assert d2["sfreq"] == 100.0 and d2["window_s"] == 4.0 and d2["n_subjects"] == 3
     assert d2["sha256"] == hashlib.sha256(c2.read_bytes()).hexdigest()
     assert (d2["compression"], d2["dtype"], d2["layout"], d2["dataset"]) == (
-        "gzip", "float32", "challenge2", "data",
-    )  # fmt: skip
+        "gzip",
+        "float32",
+        "challenge2",
+        "data",
+    )
     assert d2["task"] == "RestingState" and d2["attrs"]["n_times"] == 400
     assert d2["size_bytes"] == c2.stat().st_size and d2["warnings"] == []
     assert d2["locations"][0]["path"] == str(c2.resolve()) and "registered_at" in d2
     assert (d1["challenge"], d1["release"], d1["samples"], d1["layout"], d1["n_subjects"]) == (
-        1, "R2", 200, "challenge1", 1,
-    )  # fmt: skip
+        1,
+        "R2",
+        200,
+        "challenge1",
+        1,
+    )
     for _ in range(2):  # again: same documents
         assert _run(cli_env, "datasets", "register", str(c2), str(c1)).exit_code == 0
     assert db.datasets.count_documents({}) == 2
@@ -223,13 +255,29 @@ def test_datasets_register_accepts_what_features_build_accepts(db, cli_env, tmp_
         cli_env, "datasets", "register", str(custom), "--map", "data=X", "--map", "subjects=who"
     )
     assert no_rate.exit_code == 1 and "no 'sfreq' root attribute" in no_rate.output
-    mapped = _run(cli_env, "datasets", "register", str(custom), "--map", "data=X", "--map",
-                  "subjects=who", "--map", "challenge=1", "--sfreq", "50")  # fmt: skip
+    mapped = _run(
+        cli_env,
+        "datasets",
+        "register",
+        str(custom),
+        "--map",
+        "data=X",
+        "--map",
+        "subjects=who",
+        "--map",
+        "challenge=1",
+        "--sfreq",
+        "50",
+    )
     assert mapped.exit_code == 0, mapped.output
     doc = db.datasets.find_one({})
     assert (doc["challenge"], doc["dataset"], doc["sfreq"], doc["window_s"], doc["release"]) == (
-        1, "X", 50.0, 1.0, None,
-    )  # fmt: skip
+        1,
+        "X",
+        50.0,
+        1.0,
+        None,
+    )
     bad_map = _run(cli_env, "datasets", "register", str(custom), "--map", "data")
     assert bad_map.exit_code == 2 and "--map expects KEY=DATASET" in bad_map.output
 
@@ -245,18 +293,27 @@ def test_datasets_register_rejects_bad_files_before_writing(db, cli_env, tmp_pat
     bad_id = _h5_challenge2(tmp_path / "badid.h5")
     with h5py.File(bad_id, "a") as f:
         f["subjects"][0] = b"NDAR_01"
-    for path, message in ((other, r"other.h5: no windows dataset: expected 'data'"),
-                          (text, "notes.h5: not a readable HDF5 file"),
-                          (inconsistent, "c1.h5: attribute n_windows=4 disagrees"),
-                          (bad_id, "badid.h5: subject id 'NDAR_01' holds characters")):  # fmt: skip
+    for path, message in (
+        (other, r"other.h5: no windows dataset: expected 'data'"),
+        (text, "notes.h5: not a readable HDF5 file"),
+        (inconsistent, "c1.h5: attribute n_windows=4 disagrees"),
+        (bad_id, "badid.h5: subject id 'NDAR_01' holds characters"),
+    ):
         result = _run(cli_env, "datasets", "register", str(good), str(path))
         assert result.exit_code == 1 and message in result.output, result.output
     assert db.datasets.count_documents({}) == 0
 
 
 def test_record_datasets_checks_every_record_first(db):
-    ok = {"path": "/data/a.h5", "sha256": "ab" * 32, "challenge": 2, "windows": 1, "channels": 2,
-          "samples": 3, "attrs": {"release": np.bytes_(b"R1"), "n": np.int64(1)}}  # fmt: skip
+    ok = {
+        "path": "/data/a.h5",
+        "sha256": "ab" * 32,
+        "challenge": 2,
+        "windows": 1,
+        "channels": 2,
+        "samples": 3,
+        "attrs": {"release": np.bytes_(b"R1"), "n": np.int64(1)},
+    }
     with pytest.raises(DatasetError, match=r"/data/b.h5: dataset metadata lacks sha256"):
         record_datasets(db, [ok, {**ok, "path": "/data/b.h5", "sha256": None}])
     with pytest.raises(DatasetError, match="no files given"):

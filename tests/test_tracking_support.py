@@ -42,11 +42,14 @@ def start_example_run(tracker: Tracker, name: str = "eegnex-test", challenge: in
     args = {
         "model": {"name": "EEGNeX", "architecture": "EEGNeX", "parameters": 62_000},
         "config": {"batch_size": 64, "learning_rate": 0.002, "optimizer": "Adamax"},
-        "data": {"files": ["challenge2_R1.h5"], "releases": ["R1"],
-                 "splits": {"train": {"windows": 600, "subjects": 10}}},
+        "data": {
+            "files": ["challenge2_R1.h5"],
+            "releases": ["R1"],
+            "splits": {"train": {"windows": 600, "subjects": 10}},
+        },
         "features": {"feature_service": "eeg_inputs_v1", "snapshot_id": "abc123"},
         "code": {"commit": "0" * 40, "dirty": False},
-    }  # fmt: skip
+    }
     args.update(kwargs)
     return tracker.start_run(name, challenge, **args)
 

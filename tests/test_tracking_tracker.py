@@ -76,8 +76,9 @@ def test_code_none_detects_the_git_commit_and_dirty_flag(tracker, db, tmp_path, 
     (repo / "train.py").write_text("print(1)\n")
     subprocess.run([*git, "-C", str(repo), "add", "train.py"], check=True)
     subprocess.run([*git, "-C", str(repo), "commit", "-qm", "init"], check=True)
-    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()  # fmt: skip
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     monkeypatch.chdir(repo)
     clean = start_example_run(tracker, code=None)
     (repo / "train.py").write_text("print(2)\n")
@@ -177,13 +178,15 @@ def _checkpoint(tmp_path: Path, name: str, payload: bytes) -> Path:
 
 def test_exactly_one_best_checkpoint_and_local_state(tracker, db, tmp_path):
     run = start_example_run(tracker)
-    first = run.log_checkpoint(_checkpoint(tmp_path, "e0.pt", b"a" * 100), epoch=0,
-                               metrics={"val_loss": 1.0}, is_best=True)  # fmt: skip
+    first = run.log_checkpoint(
+        _checkpoint(tmp_path, "e0.pt", b"a" * 100), epoch=0, metrics={"val_loss": 1.0}, is_best=True
+    )
     run.log_checkpoint(
         _checkpoint(tmp_path, "e1.pt", b"b" * 100), epoch=1, metrics={"val_loss": 1.1}
     )
-    third = run.log_checkpoint(_checkpoint(tmp_path, "e2.pt", b"c" * 100), epoch=2,
-                               metrics={"val_loss": 0.8}, is_best=True)  # fmt: skip
+    third = run.log_checkpoint(
+        _checkpoint(tmp_path, "e2.pt", b"c" * 100), epoch=2, metrics={"val_loss": 0.8}, is_best=True
+    )
     tracker.flush()
     assert db.checkpoints.count_documents({"experiment_id": run.id}) == 3
     best = list(db.checkpoints.find({"experiment_id": run.id, "is_best": True}))
@@ -239,8 +242,9 @@ def test_resume_run_restores_state_and_status(settings, tmp_path, db):
         run = start_example_run(first)
         run.log_epoch(0, {"val_loss": 1.0})
         run.log_epoch(1, {"val_loss": 0.9})
-        best = run.log_checkpoint(_checkpoint(tmp_path, "b.pt", b"b"), epoch=1,
-                                  metrics={"val_loss": 0.9}, is_best=True)  # fmt: skip
+        best = run.log_checkpoint(
+            _checkpoint(tmp_path, "b.pt", b"b"), epoch=1, metrics={"val_loss": 0.9}, is_best=True
+        )
         run.finish("failed", error="CUDA out of memory")
     with Tracker(settings) as second:
         resumed = second.resume_run(str(run.id))

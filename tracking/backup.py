@@ -45,8 +45,16 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 BATCH = 500
 _LOAD = JSONOptions(json_mode=CANONICAL_JSON_OPTIONS.json_mode, tz_aware=True)
-_INDEX_OPTIONS = ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds", "collation",
-                  "weights", "default_language", "wildcardProjection")  # fmt: skip
+_INDEX_OPTIONS = (
+    "unique",
+    "sparse",
+    "partialFilterExpression",
+    "expireAfterSeconds",
+    "collation",
+    "weights",
+    "default_language",
+    "wildcardProjection",
+)
 
 
 @dataclass
@@ -120,8 +128,14 @@ def _write_backup(db: Database, root: Path, progress: bool) -> BackupReport:
     buckets = _buckets(names)
     skip = {f"{b}.chunks" for b in buckets}
     report = BackupReport(root)
-    manifest: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "database": db.name,
-                                "created_at": utcnow().isoformat(), "collections": {}, "gridfs": {}}  # fmt: skip
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "database": db.name,
+        "created_at": utcnow().isoformat(),
+        "collections": {},
+        "gridfs": {},
+    }
     (root / "collections").mkdir()
     for name in _progress(
         [n for n in names if n not in skip], progress, desc="collections", unit="coll"
@@ -141,9 +155,11 @@ def _write_backup(db: Database, root: Path, progress: bool) -> BackupReport:
             entry.update({k: spec[k] for k in _INDEX_OPTIONS if k in spec})
             indexes.append(entry)
         manifest["collections"][name] = {
-            "file": f"collections/{name}.jsonl.gz", "count": count, "sha256": sha256_file(path),
+            "file": f"collections/{name}.jsonl.gz",
+            "count": count,
+            "sha256": sha256_file(path),
             "indexes": json.loads(json_util.dumps(indexes, json_options=CANONICAL_JSON_OPTIONS)),
-        }  # fmt: skip
+        }
         report.collections[name] = count
     for bucket in buckets:
         fs = gridfs.GridFSBucket(db, bucket_name=bucket)
@@ -158,8 +174,14 @@ def _write_backup(db: Database, root: Path, progress: bool) -> BackupReport:
                 # hashed while copied, fsynced, renamed into place
                 sha256 = write_atomic(folder / name, iter(lambda src=src: src.read(CHUNK), b""))
             size = (folder / name).stat().st_size
-            files.append({"id": json.loads(json_util.dumps(file_id, json_options=CANONICAL_JSON_OPTIONS)),
-                          "file": f"gridfs/{bucket}/{name}", "length": size, "sha256": sha256})  # fmt: skip
+            files.append(
+                {
+                    "id": json.loads(json_util.dumps(file_id, json_options=CANONICAL_JSON_OPTIONS)),
+                    "file": f"gridfs/{bucket}/{name}",
+                    "length": size,
+                    "sha256": sha256,
+                }
+            )
             report.gridfs_files += 1
             report.gridfs_bytes += size
         manifest["gridfs"][bucket] = files
@@ -237,11 +259,16 @@ def restore_database(
             db[name].bulk_write(batch, ordered=False)
         indexes = json_util.loads(json.dumps(entry["indexes"]), json_options=_LOAD)
         if indexes:
-            db[name].create_indexes([
-                IndexModel([tuple(k) for k in spec["key"]], name=spec["name"],
-                           **{k: spec[k] for k in _INDEX_OPTIONS if k in spec})
-                for spec in indexes
-            ])  # fmt: skip
+            db[name].create_indexes(
+                [
+                    IndexModel(
+                        [tuple(k) for k in spec["key"]],
+                        name=spec["name"],
+                        **{k: spec[k] for k in _INDEX_OPTIONS if k in spec},
+                    )
+                    for spec in indexes
+                ]
+            )
         report.collections[name] = count
     for bucket in sorted(buckets):
         chunks = db[f"{bucket}.chunks"]

@@ -91,11 +91,13 @@ def record_datasets(db: Database, records: Sequence[Mapping[str, Any]]) -> list[
     for meta in checked:
         db[DATASETS].update_one(
             {"sha256": meta["sha256"]},
-            {"$set": {**meta, "host": host, "updated_at": now},
-             "$addToSet": {"locations": {"host": host, "path": meta["path"]}},
-             "$setOnInsert": {"registered_at": now}},
+            {
+                "$set": {**meta, "host": host, "updated_at": now},
+                "$addToSet": {"locations": {"host": host, "path": meta["path"]}},
+                "$setOnInsert": {"registered_at": now},
+            },
             upsert=True,
-        )  # fmt: skip
+        )
         stored.append(db[DATASETS].find_one({"sha256": meta["sha256"]}))
     return stored
 

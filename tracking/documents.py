@@ -25,11 +25,32 @@ REDACTED = "***"
 # Key names whose values are credentials, compared word by word ("db_password", "hfToken",
 # "OPENAI_API_KEY" are secrets; "max_tokens", "tokenizer", "bypass" are not).
 _SECRET_WORDS = frozenset(
-    {"password", "passwd", "pwd", "pass", "passphrase", "secret", "secrets", "token",
-     "apikey", "credential", "credentials", "privatekey"}
-)  # fmt: skip
-_SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"),
-                           ("auth", "key"), ("client", "secret"), ("session", "key")})  # fmt: skip
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "passphrase",
+        "secret",
+        "secrets",
+        "token",
+        "apikey",
+        "credential",
+        "credentials",
+        "privatekey",
+    }
+)
+_SECRET_PAIRS = frozenset(
+    {
+        ("api", "key"),
+        ("access", "key"),
+        ("private", "key"),
+        ("secret", "key"),
+        ("auth", "key"),
+        ("client", "secret"),
+        ("session", "key"),
+    }
+)
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 # token=..., password=..., key=... in query strings and free text ("password: hunter2").
 _INLINE_SECRET = re.compile(

@@ -71,10 +71,18 @@ OPTIONAL_TABLES = ("subjects", "cache_files", "config")
 VIEWS = ("best_models", "training_summary")
 #: Legacy statuses -> ours. A run left "running" in the file never finished: it is stale.
 STATUS_MAP = {
-    "running": STALE, "completed": COMPLETED, "complete": COMPLETED, "finished": COMPLETED,
-    "failed": FAILED, "error": FAILED, "crashed": FAILED, "stopped": STOPPED,
-    "interrupted": STOPPED, "cancelled": STOPPED, "killed": STOPPED,
-}  # fmt: skip
+    "running": STALE,
+    "completed": COMPLETED,
+    "complete": COMPLETED,
+    "finished": COMPLETED,
+    "failed": FAILED,
+    "error": FAILED,
+    "crashed": FAILED,
+    "stopped": STOPPED,
+    "interrupted": STOPPED,
+    "cancelled": STOPPED,
+    "killed": STOPPED,
+}
 MB = 1024 * 1024
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -232,8 +240,15 @@ def migrate_sqlite(
         )
 
     def legacy(table: str, row_id: Any, row: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        return {"source": source, "table": table, "id": row_id, "path": str(path),
-                "timezone_assumed": timezone, "row": {k: _plain(v) for k, v in row.items()}, **extra}  # fmt: skip
+        return {
+            "source": source,
+            "table": table,
+            "id": row_id,
+            "path": str(path),
+            "timezone_assumed": timezone,
+            "row": {k: _plain(v) for k, v in row.items()},
+            **extra,
+        }
 
     # --- experiments --------------------------------------------------------------------------
     epochs_by_run: dict[Any, dict[int, dict[str, Any]]] = defaultdict(dict)
@@ -268,8 +283,11 @@ def migrate_sqlite(
             )
         config = to_document(redact(config), f"training_runs {row['run_id']} config")
         epochs = epochs_by_run.get(row["run_id"], {})
-        valid = [(e["val_loss"], n) for n, e in epochs.items()
-                 if e.get("val_loss") is not None and math.isfinite(e["val_loss"])]  # fmt: skip
+        valid = [
+            (e["val_loss"], n)
+            for n, e in epochs.items()
+            if e.get("val_loss") is not None and math.isfinite(e["val_loss"])
+        ]
         derived = []
         best_val, best_epoch, total = (
             row.get("best_val_loss"),
@@ -292,8 +310,16 @@ def migrate_sqlite(
         )
         last = epochs[max(epochs)] if epochs else None
         started = clock(row.get("start_time"))
-        summary = {k: v for k, v in (("val_loss", best_val), ("best_val_loss", best_val),
-                                     ("best_epoch", best_epoch), ("total_epochs", total)) if v is not None}  # fmt: skip
+        summary = {
+            k: v
+            for k, v in (
+                ("val_loss", best_val),
+                ("best_val_loss", best_val),
+                ("best_epoch", best_epoch),
+                ("total_epochs", total),
+            )
+            if v is not None
+        }
         doc = {
             "name": row.get("model_name") or f"legacy-run-{row['run_id']}",
             "challenge": row.get("challenge"),
@@ -332,8 +358,10 @@ def migrate_sqlite(
         )
     if any(r.get("status") == RUNNING for r in tables["training_runs"]):
         n = sum(r.get("status") == RUNNING for r in tables["training_runs"])
-        report.notes.append(f"{n} run(s) were left 'running' in the file: stored as 'stale' "
-                            "(original_status keeps 'running')")  # fmt: skip
+        report.notes.append(
+            f"{n} run(s) were left 'running' in the file: stored as 'stale' "
+            "(original_status keeps 'running')"
+        )
     exp_ids = _upsert(db, EXPERIMENTS, "training_runs", experiment_docs, report, dry_run)
     run_to_exp = {doc["legacy"]["id"]: exp_ids[i] for i, doc in enumerate(experiment_docs)}
 
@@ -345,15 +373,18 @@ def migrate_sqlite(
             if run_id not in run_ids:
                 orphans += 1
                 continue
-            epoch_docs.append({
-                "experiment_id": run_to_exp[run_id],
-                "epoch": number,
-                "metrics": _epoch_metrics(row),
-                "logged_at": clock(row.get("timestamp")),
-                "host": None,
-                "legacy": legacy("epoch_history", row["id"], row,
-                                 merged_ids=merged.get((run_id, number), [])),
-            })  # fmt: skip
+            epoch_docs.append(
+                {
+                    "experiment_id": run_to_exp[run_id],
+                    "epoch": number,
+                    "metrics": _epoch_metrics(row),
+                    "logged_at": clock(row.get("timestamp")),
+                    "host": None,
+                    "legacy": legacy(
+                        "epoch_history", row["id"], row, merged_ids=merged.get((run_id, number), [])
+                    ),
+                }
+            )
     _upsert(db, EPOCHS, "epoch_history", epoch_docs, report, dry_run)
     report.tables["epoch_history"].rows = len(tables["epoch_history"])
     report.tables["epoch_history"].skipped = orphans + sum(map(len, merged.values()))
@@ -419,9 +450,13 @@ def migrate_sqlite(
                 "created_at": clock(row.get("timestamp")),
                 "gridfs_id": None,
                 "upload_status": "not requested",
-                "legacy": legacy("model_checkpoints", row["checkpoint_id"], row,
-                                 is_best_original=_legacy_bool(row.get("is_best"))),
-            }  # fmt: skip
+                "legacy": legacy(
+                    "model_checkpoints",
+                    row["checkpoint_id"],
+                    row,
+                    is_best_original=_legacy_bool(row.get("is_best")),
+                ),
+            }
             ckpt_docs.append(doc)
             if doc["is_best"]:
                 best_of_run[run_id] = doc
@@ -483,8 +518,12 @@ def migrate_sqlite(
 
 
 def _epoch_metrics(row: dict[str, Any]) -> dict[str, float]:
-    names = {"train_loss": "train_loss", "val_loss": "val_loss", "learning_rate": "learning_rate",
-             "duration_seconds": "duration_s"}  # fmt: skip
+    names = {
+        "train_loss": "train_loss",
+        "val_loss": "val_loss",
+        "learning_rate": "learning_rate",
+        "duration_seconds": "duration_s",
+    }
     return {
         ours: float(row[theirs]) for theirs, ours in names.items() if row.get(theirs) is not None
     }
@@ -524,8 +563,13 @@ def _upsert(
         body = dict(doc, _id=new_id)
         if unique_best:
             body["is_best"] = False  # switched on below, one per experiment
-        ops.append(UpdateOne({"legacy.source": key[0], "legacy.table": key[1], "legacy.id": key[2]},
-                             {"$setOnInsert": body}, upsert=True))  # fmt: skip
+        ops.append(
+            UpdateOne(
+                {"legacy.source": key[0], "legacy.table": key[1], "legacy.id": key[2]},
+                {"$setOnInsert": body},
+                upsert=True,
+            )
+        )
     if ops and not dry_run:
         db[collection].bulk_write(ops, ordered=True)
         if unique_best:
@@ -556,17 +600,24 @@ def _migrate_subjects(db, rows, legacy, report: MigrationReport, dry_run: bool) 
             report.notes.append(f"subjects row {row['subject_id']!r}: not a subject id, skipped")
             continue
         key = legacy("subjects", row["subject_id"], row)
-        if db[SUBJECTS].find_one({"legacy.source": key["source"], "legacy.table": "subjects",
-                                  "legacy.id": key["id"]}, {"_id": 1}):  # fmt: skip
+        if db[SUBJECTS].find_one(
+            {"legacy.source": key["source"], "legacy.table": "subjects", "legacy.id": key["id"]},
+            {"_id": 1},
+        ):
             stats.existing += 1
             continue
         stats.inserted += 1
         if dry_run:
             continue
         sets = {"legacy": key}
-        values = {"age": row.get("age"), "sex": row.get("sex"), "scores.p_factor": row.get("p_factor"),
-                  "sessions_count": row.get("n_sessions"), "trials_count": row.get("n_trials"),
-                  "quality.legacy_data_quality": row.get("data_quality")}  # fmt: skip
+        values = {
+            "age": row.get("age"),
+            "sex": row.get("sex"),
+            "scores.p_factor": row.get("p_factor"),
+            "sessions_count": row.get("n_sessions"),
+            "trials_count": row.get("n_trials"),
+            "quality.legacy_data_quality": row.get("data_quality"),
+        }
         on_insert = {"created_at": utcnow(), "updated_at": utcnow()}
         for name, value in values.items():
             if value is not None:
@@ -602,15 +653,24 @@ def _migrate_cache_files(db, rows, legacy, clock, report: MigrationReport, dry_r
             sha = actual
         else:
             status = "unverifiable: file not found on this machine"
-        docs.append({
-            "path": file_path, "challenge": row.get("challenge"), "release": row.get("release"),
-            "size_bytes": int(round(row["file_size_mb"] * MB)) if row.get("file_size_mb") is not None else None,
-            "windows": row.get("n_windows"), "channels": row.get("n_channels"), "samples": row.get("n_times"),
-            "registered_at": clock(row.get("created_at")), "sha256": sha,
-            "checksum": {"value": checksum, "status": status},
-            "locations": [{"host": None, "path": file_path}],
-            "legacy": legacy("cache_files", row["cache_id"], row),
-        })  # fmt: skip
+        docs.append(
+            {
+                "path": file_path,
+                "challenge": row.get("challenge"),
+                "release": row.get("release"),
+                "size_bytes": int(round(row["file_size_mb"] * MB))
+                if row.get("file_size_mb") is not None
+                else None,
+                "windows": row.get("n_windows"),
+                "channels": row.get("n_channels"),
+                "samples": row.get("n_times"),
+                "registered_at": clock(row.get("created_at")),
+                "sha256": sha,
+                "checksum": {"value": checksum, "status": status},
+                "locations": [{"host": None, "path": file_path}],
+                "legacy": legacy("cache_files", row["cache_id"], row),
+            }
+        )
     seen: set[str] = set()
     unique = []
     for doc in docs:
@@ -631,17 +691,36 @@ def _record_migration(db, path: Path, source: str, tables, views, report: Migrat
     now = utcnow()
     db[MIGRATIONS].update_one(
         {"source.sha256": source},
-        {"$set": {
-            "source.path": str(path), "source.size_bytes": path.stat().st_size,
-            "last_run_at": now, "timezone_assumed": report.timezone,
-            "config": {str(r["key"]): {"value": _plain(r.get("value")), "description": r.get("description")}
-                       for r in tables["config"]},
-            "counts": {t.table: {"target": t.target, "rows": t.rows, "inserted": t.inserted,
-                                 "existing": t.existing, "skipped": t.skipped}
-                       for t in report.tables.values()},
-            "views": {name: [{k: _plain(v) for k, v in row.items()} for row in rows]
-                      for name, rows in views.items()},
-            "notes": report.notes,
-        }, "$setOnInsert": {"first_run_at": now}},
+        {
+            "$set": {
+                "source.path": str(path),
+                "source.size_bytes": path.stat().st_size,
+                "last_run_at": now,
+                "timezone_assumed": report.timezone,
+                "config": {
+                    str(r["key"]): {
+                        "value": _plain(r.get("value")),
+                        "description": r.get("description"),
+                    }
+                    for r in tables["config"]
+                },
+                "counts": {
+                    t.table: {
+                        "target": t.target,
+                        "rows": t.rows,
+                        "inserted": t.inserted,
+                        "existing": t.existing,
+                        "skipped": t.skipped,
+                    }
+                    for t in report.tables.values()
+                },
+                "views": {
+                    name: [{k: _plain(v) for k, v in row.items()} for row in rows]
+                    for name, rows in views.items()
+                },
+                "notes": report.notes,
+            },
+            "$setOnInsert": {"first_run_at": now},
+        },
         upsert=True,
-    )  # fmt: skip
+    )

@@ -123,18 +123,29 @@ class OpApplier:
 
     def _apply_group(self, db: Database, kind: str, group: list[dict[str, Any]]) -> None:
         if kind == "create":
-            db[EXPERIMENTS].bulk_write([
-                UpdateOne({"_id": op["doc"]["_id"]}, {"$setOnInsert": _without_id(op["doc"])}, upsert=True)
-                for op in group
-            ])  # fmt: skip
+            db[EXPERIMENTS].bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": op["doc"]["_id"]},
+                        {"$setOnInsert": _without_id(op["doc"])},
+                        upsert=True,
+                    )
+                    for op in group
+                ]
+            )
         elif kind == "update":
             db[EXPERIMENTS].bulk_write([UpdateOne({"_id": op["id"]}, op["update"]) for op in group])
         elif kind == "epoch":
-            db[EPOCHS].bulk_write([
-                UpdateOne({"experiment_id": op["experiment_id"], "epoch": op["epoch"]},
-                          _epoch_update(op), upsert=True)
-                for op in group
-            ])  # fmt: skip
+            db[EPOCHS].bulk_write(
+                [
+                    UpdateOne(
+                        {"experiment_id": op["experiment_id"], "epoch": op["epoch"]},
+                        _epoch_update(op),
+                        upsert=True,
+                    )
+                    for op in group
+                ]
+            )
             db[EXPERIMENTS].bulk_write(_epoch_experiment_updates(group))
         elif kind == "metrics":
             buckets: list[list[dict[str, Any]]] = []
@@ -260,12 +271,19 @@ class OpApplier:
             db[f"{GRIDFS_BUCKET}.chunks"].delete_many({"files_id": file_id})
             digest = hashlib.sha256()
             bucket = gridfs.GridFSBucket(db, bucket_name=GRIDFS_BUCKET)
-            with open(blob, "rb") as src, bucket.open_upload_stream_with_id(
-                file_id,
-                Path(doc["path"]).name,
-                metadata={"kind": "checkpoint", "sha256": doc["sha256"],
-                          "experiment_id": doc["experiment_id"], "checkpoint_id": doc["_id"]},
-            ) as dst:  # fmt: skip
+            with (
+                open(blob, "rb") as src,
+                bucket.open_upload_stream_with_id(
+                    file_id,
+                    Path(doc["path"]).name,
+                    metadata={
+                        "kind": "checkpoint",
+                        "sha256": doc["sha256"],
+                        "experiment_id": doc["experiment_id"],
+                        "checkpoint_id": doc["_id"],
+                    },
+                ) as dst,
+            ):
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     digest.update(chunk)
                     dst.write(chunk)
@@ -324,8 +342,12 @@ def _epoch_experiment_updates(ops: list[dict[str, Any]]) -> list[UpdateOne]:
         beat[exp] = max(op["at"], beat.get(exp, op["at"]))
     updates = []
     for exp, op in last.items():
-        updates.append(UpdateOne({"_id": exp, "last_epoch": {"$not": {"$gt": op["epoch"]}}},
-                                 {"$set": {"last_epoch": op["epoch"], "last_metrics": op["metrics"]}}))  # fmt: skip
+        updates.append(
+            UpdateOne(
+                {"_id": exp, "last_epoch": {"$not": {"$gt": op["epoch"]}}},
+                {"$set": {"last_epoch": op["epoch"], "last_metrics": op["metrics"]}},
+            )
+        )
         updates.append(UpdateOne({"_id": exp}, {"$max": {"heartbeat": beat[exp]}}))
     return updates
 

@@ -146,8 +146,15 @@ def search_runs(
     limit:
         Maximum number of runs (0 = all).
     """
-    query = build_filter(challenge=challenge, status=status, tags=tags, name=name, config=config,
-                         metrics=metrics, stale_after_s=stale_after_s)  # fmt: skip
+    query = build_filter(
+        challenge=challenge,
+        status=status,
+        tags=tags,
+        name=name,
+        config=config,
+        metrics=metrics,
+        stale_after_s=stale_after_s,
+    )
     direction = pymongo.DESCENDING if descending else pymongo.ASCENDING
     cursor = (
         db[EXPERIMENTS].find(query, LIST_PROJECTION).sort([(sort, direction), ("_id", direction)])
@@ -184,12 +191,20 @@ def best_runs(
         # NaN sorts below every number in MongoDB; keep finite values only.
         {"$match": {"metric_value": {"$gt": -math.inf, "$lt": math.inf}}},
         {"$project": LIST_PROJECTION},
-        {"$group": {"_id": "$challenge", "runs": {"$topN": {
-            "n": int(n),
-            "sortBy": {"metric_value": 1 if mode == "min" else -1, "_id": 1},
-            "output": "$$ROOT"}}}},
+        {
+            "$group": {
+                "_id": "$challenge",
+                "runs": {
+                    "$topN": {
+                        "n": int(n),
+                        "sortBy": {"metric_value": 1 if mode == "min" else -1, "_id": 1},
+                        "output": "$$ROOT",
+                    }
+                },
+            }
+        },
         {"$sort": {"_id": 1}},
-    ]  # fmt: skip
+    ]
     now = utcnow()
     return {
         group["_id"]: [present(doc, now, stale_after_s) for doc in group["runs"]]

@@ -103,12 +103,19 @@ class ModelRegistry:
         now = utcnow()
         model = self.db[MODELS].find_one_and_update(
             {"name": name},
-            {"$inc": {"latest_version": 1}, "$set": {"updated_at": now},
-             "$setOnInsert": {"description": description, "aliases": {}, "alias_history": [],
-                              "created_at": now}},
+            {
+                "$inc": {"latest_version": 1},
+                "$set": {"updated_at": now},
+                "$setOnInsert": {
+                    "description": description,
+                    "aliases": {},
+                    "alias_history": [],
+                    "created_at": now,
+                },
+            },
             upsert=True,
             return_document=pymongo.ReturnDocument.AFTER,
-        )  # fmt: skip
+        )
         features = exp.get("features") or {}
         code = exp.get("code") or {}
         version = {
@@ -141,9 +148,13 @@ class ModelRegistry:
         }
         self.db[MODEL_VERSIONS].insert_one(version)
         if gridfs_id is None:
-            log.warning("model %s v%d is registered without a GridFS copy: %s is not readable here "
-                        "with its recorded checksum; other machines cannot load it",
-                        name, version["version"], ckpt.get("path"))  # fmt: skip
+            log.warning(
+                "model %s v%d is registered without a GridFS copy: %s is not readable here "
+                "with its recorded checksum; other machines cannot load it",
+                name,
+                version["version"],
+                ckpt.get("path"),
+            )
         for alias in aliases:
             self.set_alias(name, alias, version["version"])
         return version
@@ -160,10 +171,16 @@ class ModelRegistry:
         file_id = ObjectId()
         with open(path, "rb") as fh:
             self.fs.upload_from_stream_with_id(
-                file_id, path.name, fh,
-                metadata={"kind": "checkpoint", "sha256": ckpt["sha256"],
-                          "experiment_id": ckpt["experiment_id"], "checkpoint_id": ckpt["_id"]},
-            )  # fmt: skip
+                file_id,
+                path.name,
+                fh,
+                metadata={
+                    "kind": "checkpoint",
+                    "sha256": ckpt["sha256"],
+                    "experiment_id": ckpt["experiment_id"],
+                    "checkpoint_id": ckpt["_id"],
+                },
+            )
         self.db[CHECKPOINTS].update_one(
             {"_id": ckpt["_id"]}, {"$set": {"gridfs_id": file_id, "upload_status": "uploaded"}}
         )
@@ -179,10 +196,16 @@ class ModelRegistry:
             )
         self.db[MODELS].update_one(
             {"name": name},
-            {"$set": {f"aliases.{alias}": version, "updated_at": utcnow()},
-             "$push": {"alias_history": {"$each": [{"alias": alias, "version": version, "at": utcnow()}],
-                                         "$slice": -ALIAS_HISTORY_MAX}}},
-        )  # fmt: skip
+            {
+                "$set": {f"aliases.{alias}": version, "updated_at": utcnow()},
+                "$push": {
+                    "alias_history": {
+                        "$each": [{"alias": alias, "version": version, "at": utcnow()}],
+                        "$slice": -ALIAS_HISTORY_MAX,
+                    }
+                },
+            },
+        )
 
     def delete_alias(self, name: str, alias: str) -> None:
         """Remove ``alias`` from model ``name``."""

@@ -51,8 +51,10 @@ def _legacy_index() -> IndexModel:
 
 INDEXES: dict[str, list[IndexModel]] = {
     EXPERIMENTS: [
-        IndexModel([("challenge", ASCENDING), ("status", ASCENDING), ("started_at", DESCENDING)],
-                   name="challenge_status_started"),
+        IndexModel(
+            [("challenge", ASCENDING), ("status", ASCENDING), ("started_at", DESCENDING)],
+            name="challenge_status_started",
+        ),
         IndexModel([("status", ASCENDING), ("heartbeat", ASCENDING)], name="status_heartbeat"),
         IndexModel([("started_at", DESCENDING)], name="started_at"),
         IndexModel([("tags", ASCENDING)], name="tags"),
@@ -60,20 +62,28 @@ INDEXES: dict[str, list[IndexModel]] = {
         _legacy_index(),
     ],
     EPOCHS: [
-        IndexModel([("experiment_id", ASCENDING), ("epoch", ASCENDING)], name="experiment_epoch",
-                   unique=True),
+        IndexModel(
+            [("experiment_id", ASCENDING), ("epoch", ASCENDING)],
+            name="experiment_epoch",
+            unique=True,
+        ),
         IndexModel([("logged_at", ASCENDING)], name="logged_at"),
         _legacy_index(),
     ],
     METRICS: [
-        IndexModel([("experiment_id", ASCENDING), ("first_step", ASCENDING)],
-                   name="experiment_first_step"),
+        IndexModel(
+            [("experiment_id", ASCENDING), ("first_step", ASCENDING)], name="experiment_first_step"
+        ),
     ],
     CHECKPOINTS: [
         IndexModel([("experiment_id", ASCENDING), ("epoch", ASCENDING)], name="experiment_epoch"),
         # At most one best checkpoint per experiment, whatever the writers do.
-        IndexModel([("experiment_id", ASCENDING)], name="one_best_per_experiment", unique=True,
-                   partialFilterExpression={"is_best": True}),
+        IndexModel(
+            [("experiment_id", ASCENDING)],
+            name="one_best_per_experiment",
+            unique=True,
+            partialFilterExpression={"is_best": True},
+        ),
         IndexModel([("sha256", ASCENDING)], name="sha256"),
         _legacy_index(),
     ],
@@ -83,8 +93,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         _legacy_index(),
     ],
     DATASETS: [
-        IndexModel([("sha256", ASCENDING)], name="sha256", unique=True,
-                   partialFilterExpression={"sha256": {"$type": "string"}}),
+        IndexModel(
+            [("sha256", ASCENDING)],
+            name="sha256",
+            unique=True,
+            partialFilterExpression={"sha256": {"$type": "string"}},
+        ),
         IndexModel([("challenge", ASCENDING), ("release", ASCENDING)], name="challenge_release"),
         _legacy_index(),
     ],
@@ -94,7 +108,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("lineage.experiment_id", ASCENDING)], name="experiment"),
     ],
     MIGRATIONS: [IndexModel([("source.sha256", ASCENDING)], name="source", unique=True)],
-}  # fmt: skip
+}
 
 
 def ensure_indexes(db: Database) -> None:

@@ -32,9 +32,12 @@ def status_filter(status: str, now: dt.datetime, stale_after_s: float) -> dict[s
     if status == RUNNING:
         return {"status": RUNNING, "heartbeat": {"$gte": cutoff}}
     if status == STALE:
-        return {"$or": [{"status": STALE},
-                        {"status": RUNNING, "$or": [{"heartbeat": {"$lt": cutoff}},
-                                                    {"heartbeat": None}]}]}  # fmt: skip
+        return {
+            "$or": [
+                {"status": STALE},
+                {"status": RUNNING, "$or": [{"heartbeat": {"$lt": cutoff}}, {"heartbeat": None}]},
+            ]
+        }
     return {"status": status}
 
 

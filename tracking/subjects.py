@@ -46,8 +46,15 @@ SCORES = ("p_factor", "attention", "internalizing", "externalizing")
 _KNOWN = ("subject_id", "participant_id", "release", "release_number", *DEMOGRAPHICS, *SCORES)
 #: Per-subject feature columns kept under ``quality`` (the rest of the scalars go to feature_summary).
 QUALITY_COLUMNS = ("n_windows", "n_good_windows", "good_fraction")
-_BOOKKEEPING = ("subject_id", "release", "challenge", "snapshot_id", "event_timestamp", "created",
-                "source_file")  # fmt: skip
+_BOOKKEEPING = (
+    "subject_id",
+    "release",
+    "challenge",
+    "snapshot_id",
+    "event_timestamp",
+    "created",
+    "source_file",
+)
 
 
 def _key(text: str) -> str:
@@ -79,7 +86,15 @@ def read_subject_features(features_dir: Path):
     import pandas as pd
 
     root = Path(features_dir) / "subject_features"
-    files = sorted(p for p in root.rglob("*.parquet") if not any(part.startswith(".") for part in p.relative_to(root).parts)) if root.is_dir() else []  # fmt: skip
+    files = (
+        sorted(
+            p
+            for p in root.rglob("*.parquet")
+            if not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        if root.is_dir()
+        else []
+    )
     if not files:
         return None
     frame = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
@@ -216,10 +231,10 @@ def sync_subjects(
     if frame is not None:
         report.feature_rows = len(frame)
         scalar_columns = [
-            c for c in frame.columns
-            if c not in _BOOKKEEPING and c not in QUALITY_COLUMNS
-            and frame[c].dtype.kind in "fiub"
-        ]  # fmt: skip
+            c
+            for c in frame.columns
+            if c not in _BOOKKEEPING and c not in QUALITY_COLUMNS and frame[c].dtype.kind in "fiub"
+        ]
         for record in frame.to_dict("records"):
             challenge = record.get("challenge")
             chal = f"challenge{int(challenge)}" if challenge else "challenge_unknown"
@@ -235,8 +250,11 @@ def sync_subjects(
             }
             adds = update["$addToSet"]
             adds.setdefault("releases", set()).add(str(record["release"]))
-            session = {"challenge": _scalar(challenge), "release": str(record["release"]),
-                       "source_file": record.get("source_file")}  # fmt: skip
+            session = {
+                "challenge": _scalar(challenge),
+                "release": str(record["release"]),
+                "source_file": record.get("source_file"),
+            }
             adds.setdefault("sessions", []).append(session)
 
     if not updates:
@@ -274,8 +292,10 @@ def sync_subjects(
             report.unchanged += 1
     if changed:
         db[SUBJECTS].update_many({"subject_id": {"$in": changed}}, {"$set": {"updated_at": now}})
-    db[SUBJECTS].update_many({"subject_id": {"$in": list(updates)}, "updated_at": {"$exists": False}},
-                             {"$set": {"updated_at": now}})  # fmt: skip
+    db[SUBJECTS].update_many(
+        {"subject_id": {"$in": list(updates)}, "updated_at": {"$exists": False}},
+        {"$set": {"updated_at": now}},
+    )
     report.subjects = len(updates)
     return report
 

@@ -186,8 +186,10 @@ class Tracker:
         self._closed = True
         _live_trackers.discard(self)
         if not synced and self._spool.path.exists():
-            log.warning("tracking writes left in %s; run `eegfs runs sync` when MongoDB answers",
-                        self._spool.path)  # fmt: skip
+            log.warning(
+                "tracking writes left in %s; run `eegfs runs sync` when MongoDB answers",
+                self._spool.path,
+            )
         self.client.close()
 
     def _check_open(self) -> None:
@@ -340,15 +342,19 @@ class Tracker:
 
         doc, last, latest, best = self._read(read, f"resume experiment {exp_id}")
         now = utcnow()
-        self._submit({
-            "op": "update",
-            "id": exp_id,
-            "update": {
-                "$set": {"status": RUNNING, "ended_at": None, "error": None, "traceback": None},
-                "$max": {"heartbeat": now},
-                "$addToSet": {"resumes": {"at": now, "host": socket.gethostname(), "pid": os.getpid()}},
-            },
-        })  # fmt: skip
+        self._submit(
+            {
+                "op": "update",
+                "id": exp_id,
+                "update": {
+                    "$set": {"status": RUNNING, "ended_at": None, "error": None, "traceback": None},
+                    "$max": {"heartbeat": now},
+                    "$addToSet": {
+                        "resumes": {"at": now, "host": socket.gethostname(), "pid": os.getpid()}
+                    },
+                },
+            }
+        )
         run = Run(self, exp_id, name=doc.get("name", ""), challenge=doc.get("challenge"))
         epochs = [e for e in (doc.get("last_epoch"), last and last["epoch"]) if e is not None]
         run._last_epoch = max(epochs) if epochs else None
@@ -521,8 +527,17 @@ class Run:
         with self._lock:
             self._check_active()
             now = utcnow()
-            self._submit({"op": "epoch", "id": ObjectId(), "experiment_id": self.id, "epoch": epoch,
-                          "metrics": values, "at": now, "host": self._host})  # fmt: skip
+            self._submit(
+                {
+                    "op": "epoch",
+                    "id": ObjectId(),
+                    "experiment_id": self.id,
+                    "epoch": epoch,
+                    "metrics": values,
+                    "at": now,
+                    "host": self._host,
+                }
+            )
             self._last_heartbeat = time.monotonic()
             self._last_epoch = epoch if self._last_epoch is None else max(self._last_epoch, epoch)
 
@@ -556,9 +571,18 @@ class Run:
                 room = schema.BUCKET_MAX_POINTS - self._bucket_points
                 chunk, points = points[:room], points[room:]
                 steps = [p["step"] for p in chunk]
-                self._submit({"op": "metrics", "experiment_id": self.id, "bucket_id": self._bucket_id,
-                              "batch_id": ObjectId(), "points": chunk, "first_step": min(steps),
-                              "last_step": max(steps), "heartbeat": chunk[-1]["at"]})  # fmt: skip
+                self._submit(
+                    {
+                        "op": "metrics",
+                        "experiment_id": self.id,
+                        "bucket_id": self._bucket_id,
+                        "batch_id": ObjectId(),
+                        "points": chunk,
+                        "first_step": min(steps),
+                        "last_step": max(steps),
+                        "heartbeat": chunk[-1]["at"],
+                    }
+                )
                 self._bucket_points += len(chunk)
 
     def log_checkpoint(
@@ -639,8 +663,13 @@ class Run:
             return
         with self._lock:
             self._check_active()
-            self._submit({"op": "update", "id": self.id,
-                          "update": {"$set": {f"summary.{k}": v for k, v in values.items()}}})  # fmt: skip
+            self._submit(
+                {
+                    "op": "update",
+                    "id": self.id,
+                    "update": {"$set": {f"summary.{k}": v for k, v in values.items()}},
+                }
+            )
 
     def attach_log(self, text: str) -> None:
         """Store the run's log text in the experiment's ``log`` field.
@@ -653,9 +682,22 @@ class Run:
             raise TypeError(f"attach_log expects the log text as str, got {type(text).__name__}")
         stored = _tail(text, LOG_MAX_CHARS)
         with self._lock:
-            self._submit({"op": "update", "id": self.id, "update": {"$set": {"log": {
-                "text": stored, "truncated": len(text) > LOG_MAX_CHARS,
-                "total_chars": len(text), "attached_at": utcnow()}}}})  # fmt: skip
+            self._submit(
+                {
+                    "op": "update",
+                    "id": self.id,
+                    "update": {
+                        "$set": {
+                            "log": {
+                                "text": stored,
+                                "truncated": len(text) > LOG_MAX_CHARS,
+                                "total_chars": len(text),
+                                "attached_at": utcnow(),
+                            }
+                        }
+                    },
+                }
+            )
 
     def finish(
         self, status: str = "completed", *, error: str | None = None, traceback: str | None = None
@@ -668,11 +710,21 @@ class Run:
         with self._lock:
             self.flush_metrics()
             now = utcnow()
-            self._submit({"op": "update", "id": self.id, "update": {
-                "$set": {"status": status, "ended_at": now,
-                         "error": _tail(error, TRACEBACK_MAX_CHARS),
-                         "traceback": _tail(traceback, TRACEBACK_MAX_CHARS)},
-                "$max": {"heartbeat": now}}})  # fmt: skip
+            self._submit(
+                {
+                    "op": "update",
+                    "id": self.id,
+                    "update": {
+                        "$set": {
+                            "status": status,
+                            "ended_at": now,
+                            "error": _tail(error, TRACEBACK_MAX_CHARS),
+                            "traceback": _tail(traceback, TRACEBACK_MAX_CHARS),
+                        },
+                        "$max": {"heartbeat": now},
+                    },
+                }
+            )
             self._finished = status
 
     # --- local state (no server round trip) ---------------------------------------------------

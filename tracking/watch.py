@@ -73,8 +73,14 @@ def watch_epochs(
     match: dict[str, Any] = {} if exp_id is None else {"experiment_id": exp_id}
     stream = None
     if use_change_stream is not False:
-        pipeline = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]},
-                                **{f"fullDocument.{k}": v for k, v in match.items()}}}]  # fmt: skip
+        pipeline = [
+            {
+                "$match": {
+                    "operationType": {"$in": ["insert", "update", "replace"]},
+                    **{f"fullDocument.{k}": v for k, v in match.items()},
+                }
+            }
+        ]
         try:
             stream = db[EPOCHS].watch(pipeline, full_document="updateLookup", max_await_time_ms=500)
         except OperationFailure as exc:

@@ -235,8 +235,11 @@ class Writer:
 
     def _go_offline(self, exc: BaseException) -> None:
         if self.online:
-            log.warning("MongoDB stopped answering (%s); spooling tracking writes to %s",
-                        type(exc).__name__, self.spool.path)  # fmt: skip
+            log.warning(
+                "MongoDB stopped answering (%s); spooling tracking writes to %s",
+                type(exc).__name__,
+                self.spool.path,
+            )
         self.online = False
         self.last_error = f"{type(exc).__name__}: {exc}"
         self._next_retry = time.monotonic() + self._backoff

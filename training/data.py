@@ -117,8 +117,9 @@ class WindowIndex:
         }
 
 
-def read_file_info(path: str | os.PathLike[str], *, target: str | None = None,
-                   layout: str | None = None) -> tuple[FileInfo, np.ndarray, np.ndarray]:
+def read_file_info(
+    path: str | os.PathLike[str], *, target: str | None = None, layout: str | None = None
+) -> tuple[FileInfo, np.ndarray, np.ndarray]:
     """Validate one file (with :func:`pipelines.hdf5_io.open_windows`) and read its labels.
 
     Parameters
@@ -176,8 +177,9 @@ def read_file_info(path: str | os.PathLike[str], *, target: str | None = None,
     return info, subjects, targets
 
 
-def build_index(paths: Sequence[str | os.PathLike[str]], *, target: str | None = None,
-                layout: str | None = None) -> WindowIndex:
+def build_index(
+    paths: Sequence[str | os.PathLike[str]], *, target: str | None = None, layout: str | None = None
+) -> WindowIndex:
     """Index the usable windows of ``paths``; windows whose target is NaN are dropped and counted.
 
     Raises
@@ -226,10 +228,14 @@ def build_index(paths: Sequence[str | os.PathLike[str]], *, target: str | None =
     )
     kept_subjects = set(index.subjects.tolist())
     index = WindowIndex(
-        files=index.files, file_idx=index.file_idx, rows=index.rows, subjects=index.subjects,
-        targets=index.targets, releases=index.releases,
+        files=index.files,
+        file_idx=index.file_idx,
+        rows=index.rows,
+        subjects=index.subjects,
+        targets=index.targets,
+        releases=index.releases,
         dropped_subjects=tuple(sorted(all_subjects - kept_subjects)),
-    )  # fmt: skip
+    )
     if len(index) == 0:
         raise DataError(
             f"no window with a target in {[str(p) for p in paths]} "
@@ -265,14 +271,21 @@ class WindowDataset(Dataset):
     worker reads it.
     """
 
-    def __init__(self, index: WindowIndex, positions: np.ndarray | None = None, *,
-                 crop_samples: int | None = None, random_crop: bool = False,
-                 stats: ChannelStats | None = None) -> None:
+    def __init__(
+        self,
+        index: WindowIndex,
+        positions: np.ndarray | None = None,
+        *,
+        crop_samples: int | None = None,
+        random_crop: bool = False,
+        stats: ChannelStats | None = None,
+    ) -> None:
         self.index = index
         self.positions = (
-            np.arange(len(index), dtype=np.int64) if positions is None
+            np.arange(len(index), dtype=np.int64)
+            if positions is None
             else np.asarray(positions, dtype=np.int64)
-        )  # fmt: skip
+        )
         lengths = {f.n_times for f in index.files}
         if crop_samples is None and len(lengths) > 1:
             raise DataError(
@@ -363,9 +376,15 @@ class WindowDataset(Dataset):
             c0 = (row // plan.per) * plan.per
             try:
                 mask, raw = ds.id.read_direct_chunk((c0, 0, 0))
-                decode_chunk(raw, mask, plan.shuffled, plan.dtype,
-                             (plan.per, info.n_channels, info.n_times), out,
-                             select=(row - c0, slice(None), slice(start, stop)))  # fmt: skip
+                decode_chunk(
+                    raw,
+                    mask,
+                    plan.shuffled,
+                    plan.dtype,
+                    (plan.per, info.n_channels, info.n_times),
+                    out,
+                    select=(row - c0, slice(None), slice(start, stop)),
+                )
             except (ChunkDecodeError, OSError, RuntimeError, ValueError, KeyError) as exc:
                 raise DataError(
                     f"{info.path}: dataset {info.data_name!r}: cannot read window {row} (chunk at "
@@ -455,8 +474,9 @@ class EpochSampler(Sampler):
         yield from zip(order.tolist(), crop_seeds.tolist(), strict=True)
 
 
-def compute_channel_stats(index: WindowIndex, positions: np.ndarray, *, max_windows: int = 256,
-                          seed: int = 0) -> ChannelStats:
+def compute_channel_stats(
+    index: WindowIndex, positions: np.ndarray, *, max_windows: int = 256, seed: int = 0
+) -> ChannelStats:
     """Per-channel statistics from up to ``max_windows`` windows at ``positions`` (training only).
 
     Whole windows are read (no crop) in uV; a seeded subset keeps this quick on large files.

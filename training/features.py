@@ -120,8 +120,15 @@ class OnlineFeatureSource:
 
     kind = "online"
 
-    def __init__(self, settings, service: str, all_columns: Sequence[str],
-                 column_idx: Sequence[int], *, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        settings,
+        service: str,
+        all_columns: Sequence[str],
+        column_idx: Sequence[int],
+        *,
+        cache_size: int = 4096,
+    ) -> None:
         self.settings = settings
         self.service = service
         self.all_columns = list(all_columns)
@@ -171,8 +178,14 @@ class OnlineFeatureSource:
 class TableFeatureSource:
     """Features held in memory (a historical frame, or preloaded online values); picklable."""
 
-    def __init__(self, kind: str, service: str, columns: Sequence[str],
-                 subjects: Sequence[str], matrix: np.ndarray) -> None:
+    def __init__(
+        self,
+        kind: str,
+        service: str,
+        columns: Sequence[str],
+        subjects: Sequence[str],
+        matrix: np.ndarray,
+    ) -> None:
         matrix = np.asarray(matrix, dtype=np.float32)
         if matrix.shape != (len(subjects), len(columns)):
             raise ValueError(
@@ -262,10 +275,17 @@ class BatchCollate:
     ``worker``, ``pid`` and the source's cumulative ``stats`` in this process.
     """
 
-    def __init__(self, source: FeatureSource | None = None, scaler: FeatureScaler | None = None,
-                 *, policy: str = "impute") -> None:
+    def __init__(
+        self,
+        source: FeatureSource | None = None,
+        scaler: FeatureScaler | None = None,
+        *,
+        policy: str = "impute",
+    ) -> None:
         if policy not in FEATURE_POLICIES:
-            raise ValueError(f"missing-feature policy must be one of {FEATURE_POLICIES}, got {policy!r}")
+            raise ValueError(
+                f"missing-feature policy must be one of {FEATURE_POLICIES}, got {policy!r}"
+            )
         if source is not None and scaler is None:
             raise ValueError("a feature source needs a FeatureScaler fitted on training subjects")
         self.source = source
@@ -275,8 +295,12 @@ class BatchCollate:
     def __call__(self, samples: list[tuple]) -> dict:
         xs, ys, subjects, positions = zip(*samples, strict=True)
         if isinstance(samples, WindowBatch):  # already collated by WindowDataset.__getitems__
-            batch = {"x": samples.x, "y": samples.y, "subjects": list(subjects),
-                     "positions": samples.positions}  # fmt: skip
+            batch = {
+                "x": samples.x,
+                "y": samples.y,
+                "subjects": list(subjects),
+                "positions": samples.positions,
+            }
         else:
             batch = {
                 "x": _stack(xs),
@@ -345,9 +369,10 @@ def _snapshots_as_of(settings, when: datetime) -> list[str]:
 
     manifest = ft.Manifest.load(settings.features_dir)
     return sorted(
-        sid for sid, snap in manifest.snapshots.items()
+        sid
+        for sid, snap in manifest.snapshots.items()
         if datetime.fromisoformat(snap["event_timestamp"]) <= when
-    )  # fmt: skip
+    )
 
 
 def _client(settings, cache_size: int):
@@ -356,9 +381,17 @@ def _client(settings, cache_size: int):
     return FeatureStoreClient(settings, cache_size=cache_size)
 
 
-def setup_features(settings, *, mode: str, challenge: int, train_subjects: Sequence[str],
-                   all_subjects: Sequence[str], feature_set: str = "summary",
-                   as_of: datetime | None = None, cache_size: int = 4096) -> FeatureSetup | None:
+def setup_features(
+    settings,
+    *,
+    mode: str,
+    challenge: int,
+    train_subjects: Sequence[str],
+    all_subjects: Sequence[str],
+    feature_set: str = "summary",
+    as_of: datetime | None = None,
+    cache_size: int = 4096,
+) -> FeatureSetup | None:
     """Prepare the feature source of a run (``None`` for mode ``none``).
 
     The scaler is fitted on ``train_subjects`` only. For ``historical`` the frame of every subject
@@ -417,13 +450,19 @@ def setup_features(settings, *, mode: str, challenge: int, train_subjects: Seque
                 )
                 matrix, _ = client.get_historical_matrix(entity_df, service)
                 table = TableFeatureSource(
-                    "historical", service, record["columns"], subjects,
+                    "historical",
+                    service,
+                    record["columns"],
+                    subjects,
                     np.asarray(matrix, np.float32)[:, idx],
-                )  # fmt: skip
+                )
                 digest = table.sha256()
-                record.update(as_of=when.isoformat(), frame_sha256=digest,
-                              snapshot_id=f"hist_{digest[:16]}",
-                              snapshot_ids=_snapshots_as_of(settings, when))  # fmt: skip
+                record.update(
+                    as_of=when.isoformat(),
+                    frame_sha256=digest,
+                    snapshot_id=f"hist_{digest[:16]}",
+                    snapshot_ids=_snapshots_as_of(settings, when),
+                )
                 source = table
                 train_matrix = table.lookup(list(train_subjects))
     except PipelineError as exc:

@@ -78,9 +78,15 @@ class LivePublisher:
     Use as a context manager, or call :meth:`start` and :meth:`close`.
     """
 
-    def __init__(self, redis_url: str | None, experiment_id: str, *,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, queue_size: int = DEFAULT_QUEUE_SIZE,
-                 backoff_s: float = DEFAULT_BACKOFF_S) -> None:
+    def __init__(
+        self,
+        redis_url: str | None,
+        experiment_id: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+    ) -> None:
         self.redis_url = redis_url
         self.experiment_id = str(experiment_id)
         self.channel = channel_name(self.experiment_id)
@@ -132,8 +138,15 @@ class LivePublisher:
                 client.close()
 
     # -- producer side (training thread) ------------------------------------------------------
-    def publish(self, kind: str, *, epoch: int | None = None, step: int | None = None,
-                status: str | None = None, **metrics) -> bool:
+    def publish(
+        self,
+        kind: str,
+        *,
+        epoch: int | None = None,
+        step: int | None = None,
+        status: str | None = None,
+        **metrics,
+    ) -> bool:
         """Queue one update; never blocks. Returns False when it was dropped."""
         message = {
             "type": kind,
@@ -156,8 +169,12 @@ class LivePublisher:
         return True
 
     def stats(self) -> dict:
-        return {"sent": self.sent, "dropped": self.dropped, "errors": self.errors,
-                "last_error": self.last_error}  # fmt: skip
+        return {
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
 
     def _count_drop(self) -> None:
         with self._lock:

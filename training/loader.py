@@ -25,8 +25,9 @@ def _batch_layout(batch_size: int, n_channels: int, n_times: int) -> tuple[int, 
     return n_x, pos_offset, (pos_offset + batch_size) * 8
 
 
-def batch_tensors(batch_size: int, n_channels: int, n_times: int, *, ordinal: int | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_tensors(
+    batch_size: int, n_channels: int, n_times: int, *, ordinal: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Uninitialised ``x`` float32 (B, C, T), ``y`` float32 (B,), ``positions`` int64 (B,).
 
     All three are views of one storage. Inside a worker of a :class:`WindowLoader`, batch
@@ -50,7 +51,9 @@ def batch_tensors(batch_size: int, n_channels: int, n_times: int, *, ordinal: in
         storage, base // 4, (batch_size, n_channels, n_times), (n_channels * n_times, n_times, 1)
     )
     y = torch.empty(0, dtype=torch.float32).set_(storage, base // 4 + n_x, (batch_size,), (1,))
-    pos = torch.empty(0, dtype=torch.int64).set_(storage, base // 8 + pos_offset, (batch_size,), (1,))
+    pos = torch.empty(0, dtype=torch.int64).set_(
+        storage, base // 8 + pos_offset, (batch_size,), (1,)
+    )
     return x, y, pos
 
 
@@ -103,7 +106,9 @@ class SlotPool:
 
     def __init__(self, n_slots: int, slot_bytes: int) -> None:
         if n_slots < 1 or slot_bytes < 1:
-            raise ValueError(f"a slot pool needs slots of positive size, got {n_slots} x {slot_bytes} B")
+            raise ValueError(
+                f"a slot pool needs slots of positive size, got {n_slots} x {slot_bytes} B"
+            )
         self.n_slots = int(n_slots)
         self.slot_bytes = -(-int(slot_bytes) // 4096) * 4096  # page multiple: slots 64-B aligned
         self.storage = torch.UntypedStorage._new_shared(self.n_slots * self.slot_bytes)
@@ -128,7 +133,12 @@ class SlotPool:
             if t.device.type != "cpu" or t.layout != torch.strided or t.requires_grad:
                 return t
             if t.untyped_storage().data_ptr() == ptr:
-                r = SlotRef(t.storage_offset() * t.element_size(), t.dtype, tuple(t.shape), tuple(t.stride()))
+                r = SlotRef(
+                    t.storage_offset() * t.element_size(),
+                    t.dtype,
+                    tuple(t.shape),
+                    tuple(t.stride()),
+                )
                 if not (base <= r.offset and r.stop <= end):
                     raise RuntimeError(
                         f"a collated tensor views slot bytes {r.offset}..{r.stop} outside the "
@@ -139,10 +149,17 @@ class SlotPool:
             nbytes = t.numel() * t.element_size()
             if free + nbytes > end:
                 return t
-            dest = torch.empty(0, dtype=t.dtype).set_(self.storage, free // t.element_size(), t.shape)
+            dest = torch.empty(0, dtype=t.dtype).set_(
+                self.storage, free // t.element_size(), t.shape
+            )
             dest.copy_(t)
             free = _align64(free + nbytes)
-            return SlotRef(dest.storage_offset() * t.element_size(), t.dtype, tuple(t.shape), tuple(dest.stride()))
+            return SlotRef(
+                dest.storage_offset() * t.element_size(),
+                t.dtype,
+                tuple(t.shape),
+                tuple(dest.stride()),
+            )
 
         return _map_leaves(out, torch.Tensor, ref)
 
@@ -312,16 +329,23 @@ class WindowLoader(DataLoader):
         batch_sampler = kwargs.get("batch_sampler")
         batch_size = kwargs.get("batch_size", 1)
         auto = batch_sampler is not None or batch_size is not None
-        capacity = batch_size if batch_sampler is None else getattr(batch_sampler, "batch_size", None)
+        capacity = (
+            batch_size if batch_sampler is None else getattr(batch_sampler, "batch_size", None)
+        )
         usable = (
-            workers > 0 and auto and kwargs.get("in_order", True) and capacity
+            workers > 0
+            and auto
+            and kwargs.get("in_order", True)
+            and capacity
             and hasattr(dataset, "__getitems__")
             and all(hasattr(dataset, a) for a in ("n_channels", "n_times"))
-        )  # fmt: skip
+        )
         self._slot_bytes = (
-            _batch_layout(int(capacity), int(dataset.n_channels), int(dataset.n_times))[2] + SLOT_TAIL_BYTES
-            if usable else None
-        )  # fmt: skip
+            _batch_layout(int(capacity), int(dataset.n_channels), int(dataset.n_times))[2]
+            + SLOT_TAIL_BYTES
+            if usable
+            else None
+        )
         self._slot_init = None
         if usable:
             from torch.utils.data import default_collate
@@ -360,5 +384,3 @@ class WindowLoader(DataLoader):
         if pool is None:
             return it
         return _SlotBatches(it, pool, bool(self.pin_memory) and torch.cuda.is_available())
-
-

@@ -36,8 +36,15 @@ class RunRecorder(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
 
-    def log_checkpoint(self, path: Path, *, epoch: int, metrics: Mapping[str, float],
-                       is_best: bool = False, upload: bool = False): ...
+    def log_checkpoint(
+        self,
+        path: Path,
+        *,
+        epoch: int,
+        metrics: Mapping[str, float],
+        is_best: bool = False,
+        upload: bool = False,
+    ): ...
 
     def heartbeat(self) -> None: ...
 
@@ -47,8 +54,15 @@ class RunRecorder(Protocol):
 class LiveSink(Protocol):
     """Where live updates go (``training.live.LivePublisher`` satisfies it); must not block."""
 
-    def publish(self, kind: str, *, epoch: int | None = None, step: int | None = None,
-                status: str | None = None, **metrics) -> bool: ...
+    def publish(
+        self,
+        kind: str,
+        *,
+        epoch: int | None = None,
+        step: int | None = None,
+        status: str | None = None,
+        **metrics,
+    ) -> bool: ...
 
 
 @dataclass
@@ -149,7 +163,9 @@ class _LookupMeter:
         return out
 
 
-def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _to_device(
+    batch: dict, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     non_blocking = device.type == "cuda"
     x = batch["x"].to(device, non_blocking=non_blocking)
     y = batch["y"].to(device, non_blocking=non_blocking)
@@ -164,9 +180,14 @@ def _loss_scale(loss_fn: nn.Module, scale: TargetScale) -> float:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, device: torch.device, scale: TargetScale,
-            loss_fn: nn.Module | None = None,
-            meter: _LookupMeter | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def predict(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    scale: TargetScale,
+    loss_fn: nn.Module | None = None,
+    meter: _LookupMeter | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Predictions over ``loader`` in the target's unit.
 
     Returns
@@ -240,8 +261,14 @@ def fit(
         started = time.perf_counter()
         window_start, window_batches = started, 0
         total_loss, n_samples, n_batches = 0.0, 0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=None if progress else True,  # None: off when not a terminal
-                   unit="batch", dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            train_loader,
+            desc=f"epoch {epoch}",
+            leave=False,
+            disable=None if progress else True,  # None: off when not a terminal
+            unit="batch",
+            dynamic_ncols=True,
+        )
         for batch in bar:
             meter.add(batch.get("lookup"))
             x, y, feats = _to_device(batch, device)
@@ -283,8 +310,9 @@ def fit(
         if scheduler is not None:
             scheduler.step()
 
-        y_true, y_pred, subjects, val_loss = predict(model, val_loader, device, scale, loss_fn,
-                                                     meter)  # fmt: skip
+        y_true, y_pred, subjects, val_loss = predict(
+            model, val_loader, device, scale, loss_fn, meter
+        )
         metrics = {
             "train_loss": total_loss / max(n_samples, 1),
             "val_loss": val_loss,
@@ -306,8 +334,14 @@ def fit(
         if save_checkpoint is not None:
             save_checkpoint(epoch, metrics, is_best, state)
         if live is not None:
-            live.publish("epoch", epoch=epoch, step=state.global_step, is_best=is_best,
-                         best_epoch=state.best_epoch, **metrics)  # fmt: skip
+            live.publish(
+                "epoch",
+                epoch=epoch,
+                step=state.global_step,
+                is_best=is_best,
+                best_epoch=state.best_epoch,
+                **metrics,
+            )
         say(
             f"epoch {epoch:3d}  train_loss {metrics['train_loss']:.4f}  val_loss {val_loss:.4f}  "
             f"val_nrmse {metrics['val_nrmse']:.3f}  subject {metrics['val_subject_nrmse']:.3f}  "

@@ -80,8 +80,9 @@ def mean_predictor_nrmse(y_true: np.ndarray, train_mean: float) -> float:
     return nrmse(y_true, np.full_like(y_true, float(train_mean)))
 
 
-def evaluate(y_true: np.ndarray, y_pred: np.ndarray, subjects: np.ndarray, *,
-             train_mean: float) -> dict[str, float]:
+def evaluate(
+    y_true: np.ndarray, y_pred: np.ndarray, subjects: np.ndarray, *, train_mean: float
+) -> dict[str, float]:
     """All validation figures at once (window and subject level, model and mean predictor)."""
     _, t_subj = subject_means(y_true, subjects)
     return {
@@ -89,9 +90,16 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray, subjects: np.ndarray, *,
         "val_subject_nrmse": subject_nrmse(y_true, y_pred, subjects),
         "val_mean_predictor_nrmse": mean_predictor_nrmse(y_true, train_mean),
         "val_subject_mean_predictor_nrmse": mean_predictor_nrmse(t_subj, train_mean),
-        "val_rmse": float(np.sqrt(np.mean(np.square(
-            np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64))))),
-    }  # fmt: skip
+        "val_rmse": float(
+            np.sqrt(
+                np.mean(
+                    np.square(
+                        np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
+                    )
+                )
+            )
+        ),
+    }
 
 
 __all__ = ["evaluate", "mean_predictor_nrmse", "nrmse", "subject_means", "subject_nrmse"]

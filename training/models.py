@@ -76,12 +76,26 @@ class EEGNeX(nn.Module):
     flatten -> linear (B, n_outputs).
     """
 
-    def __init__(self, n_chans: int, n_times: int, n_outputs: int = 1, *, filter_1: int = 8,
-                 filter_2: int = 32, depth_multiplier: int = 2, kernel_block_1_2: int = 64,
-                 kernel_block_4: int = 16, dilation_block_4: int = 2, avg_pool_block4: int = 4,
-                 kernel_block_5: int = 16, dilation_block_5: int = 4, avg_pool_block5: int = 8,
-                 drop_prob: float = 0.5, max_norm_conv: float = 1.0,
-                 max_norm_linear: float = 0.25) -> None:
+    def __init__(
+        self,
+        n_chans: int,
+        n_times: int,
+        n_outputs: int = 1,
+        *,
+        filter_1: int = 8,
+        filter_2: int = 32,
+        depth_multiplier: int = 2,
+        kernel_block_1_2: int = 64,
+        kernel_block_4: int = 16,
+        dilation_block_4: int = 2,
+        avg_pool_block4: int = 4,
+        kernel_block_5: int = 16,
+        dilation_block_5: int = 4,
+        avg_pool_block5: int = 8,
+        drop_prob: float = 0.5,
+        max_norm_conv: float = 1.0,
+        max_norm_linear: float = 0.25,
+    ) -> None:
         super().__init__()
         filter_3 = filter_2 * depth_multiplier
         self.block_1 = nn.Sequential(
@@ -93,31 +107,51 @@ class EEGNeX(nn.Module):
             nn.BatchNorm2d(filter_2),
         )
         self.block_3 = nn.Sequential(
-            _MaxNormConv2d(filter_2, filter_3, (n_chans, 1), groups=filter_2, bias=False,
-                           max_norm=max_norm_conv),
+            _MaxNormConv2d(
+                filter_2,
+                filter_3,
+                (n_chans, 1),
+                groups=filter_2,
+                bias=False,
+                max_norm=max_norm_conv,
+            ),
             nn.BatchNorm2d(filter_3),
             nn.ELU(),
             nn.AvgPool2d((1, avg_pool_block4), padding=(0, 1)),
             nn.Dropout(drop_prob),
         )
         self.block_4 = nn.Sequential(
-            nn.Conv2d(filter_3, filter_2, (1, kernel_block_4), dilation=(1, dilation_block_4),
-                      padding="same", bias=False),
+            nn.Conv2d(
+                filter_3,
+                filter_2,
+                (1, kernel_block_4),
+                dilation=(1, dilation_block_4),
+                padding="same",
+                bias=False,
+            ),
             nn.BatchNorm2d(filter_2),
         )
         self.block_5 = nn.Sequential(
-            nn.Conv2d(filter_2, filter_1, (1, kernel_block_5), dilation=(1, dilation_block_5),
-                      padding="same", bias=False),
+            nn.Conv2d(
+                filter_2,
+                filter_1,
+                (1, kernel_block_5),
+                dilation=(1, dilation_block_5),
+                padding="same",
+                bias=False,
+            ),
             nn.BatchNorm2d(filter_1),
             nn.ELU(),
             nn.AvgPool2d((1, avg_pool_block5), padding=(0, 1)),
             nn.Dropout(drop_prob),
             nn.Flatten(),
         )
-        n_out_times = _pooled_length(_pooled_length(n_times, avg_pool_block4, 1),
-                                     avg_pool_block5, 1)
-        self.final_layer = _MaxNormLinear(filter_1 * n_out_times, n_outputs,
-                                          max_norm=max_norm_linear)
+        n_out_times = _pooled_length(
+            _pooled_length(n_times, avg_pool_block4, 1), avg_pool_block5, 1
+        )
+        self.final_layer = _MaxNormLinear(
+            filter_1 * n_out_times, n_outputs, max_norm=max_norm_linear
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.unsqueeze(1)  # (B, 1, C, T)
@@ -138,8 +172,15 @@ def make_eegnex(n_chans: int, n_times: int, n_outputs: int = 1) -> nn.Module:
     return BraindecodeEEGNeX(n_chans=n_chans, n_times=n_times, n_outputs=n_outputs)
 
 
-def gabor_filter_bank(n_filters: int, kernel_size: int, sfreq: float, *, f_min: float = 2.0,
-                      f_max: float = 40.0, cycles: float = 0.7) -> torch.Tensor:
+def gabor_filter_bank(
+    n_filters: int,
+    kernel_size: int,
+    sfreq: float,
+    *,
+    f_min: float = 2.0,
+    f_max: float = 40.0,
+    cycles: float = 0.7,
+) -> torch.Tensor:
     """Unit-norm Gabor (Gaussian-windowed cosine) filters at log-spaced frequencies.
 
     Returns
@@ -191,9 +232,19 @@ class CompactCNN(nn.Module):
         Size of the filter bank, its length in samples, the feature branch width, dropout.
     """
 
-    def __init__(self, n_chans: int, n_times: int, n_outputs: int = 1, n_features: int = 0, *,
-                 sfreq: float = 100.0, n_filters: int = 6, kernel_size: int = 49,
-                 feature_hidden: int = 16, drop_prob: float = 0.25) -> None:
+    def __init__(
+        self,
+        n_chans: int,
+        n_times: int,
+        n_outputs: int = 1,
+        n_features: int = 0,
+        *,
+        sfreq: float = 100.0,
+        n_filters: int = 6,
+        kernel_size: int = 49,
+        feature_hidden: int = 16,
+        drop_prob: float = 0.25,
+    ) -> None:
         super().__init__()
         self.n_chans = n_chans
         self.n_features = n_features
@@ -248,8 +299,15 @@ class FeatureFusion(nn.Module):
         return out
 
 
-def build_model(name: str, *, n_chans: int, n_times: int, n_features: int = 0,
-                n_outputs: int = 1, sfreq: float = 100.0) -> nn.Module:
+def build_model(
+    name: str,
+    *,
+    n_chans: int,
+    n_times: int,
+    n_features: int = 0,
+    n_outputs: int = 1,
+    sfreq: float = 100.0,
+) -> nn.Module:
     """A model by name (``cnn`` or ``eegnex``), taking ``(x, features)``."""
     if name == "cnn":
         return CompactCNN(n_chans, n_times, n_outputs, n_features, sfreq=sfreq)

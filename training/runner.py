@@ -95,20 +95,34 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
-            (self.model in MODEL_NAMES, f"--model must be one of {MODEL_NAMES}, got {self.model!r}"),
-            (self.features in FEATURE_MODES,
-             f"--features must be one of {FEATURE_MODES}, got {self.features!r}"),
-            (self.feature_set in FEATURE_SETS,
-             f"--feature-set must be one of {FEATURE_SETS}, got {self.feature_set!r}"),
-            (self.missing_features in FEATURE_POLICIES,
-             f"--missing-features must be one of {FEATURE_POLICIES}, got {self.missing_features!r}"),
-            (0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
+            (
+                self.model in MODEL_NAMES,
+                f"--model must be one of {MODEL_NAMES}, got {self.model!r}",
+            ),
+            (
+                self.features in FEATURE_MODES,
+                f"--features must be one of {FEATURE_MODES}, got {self.features!r}",
+            ),
+            (
+                self.feature_set in FEATURE_SETS,
+                f"--feature-set must be one of {FEATURE_SETS}, got {self.feature_set!r}",
+            ),
+            (
+                self.missing_features in FEATURE_POLICIES,
+                f"--missing-features must be one of {FEATURE_POLICIES}, got {self.missing_features!r}",
+            ),
+            (
+                0.0 < self.val_fraction < 1.0,
+                f"--val-fraction must be in (0, 1), got {self.val_fraction}",
+            ),
             (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}"),
             (self.cache_size >= 0, f"--cache-size must be >= 0, got {self.cache_size}"),
-            (self.as_of is None or self.features == "historical",
-             "--as-of only applies with --features historical"),
-        ]  # fmt: skip
+            (
+                self.as_of is None or self.features == "historical",
+                "--as-of only applies with --features historical",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -173,7 +187,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ValueError(f"--device {name!r} is not a torch device; use cpu, cuda, cuda:N or auto") from exc
+        raise ValueError(
+            f"--device {name!r} is not a torch device; use cpu, cuda, cuda:N or auto"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError(
             f"--device {name} was asked for but CUDA is not available here (torch "
@@ -201,8 +217,16 @@ def _crop_samples(challenge: ChallengeConfig, index: WindowIndex) -> int | None:
     return crop
 
 
-def _make_loader(dataset: WindowDataset, *, batch_size: int, shuffle: bool, seed: int,
-                 workers: int, collate: BatchCollate, device: torch.device):
+def _make_loader(
+    dataset: WindowDataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    workers: int,
+    collate: BatchCollate,
+    device: torch.device,
+):
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
     return WindowLoader(
         dataset,
@@ -400,8 +424,16 @@ def train(
         torch.set_num_threads(threads)
 
 
-def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say, progress: bool,
-         capture: _LogCapture) -> TrainResult:
+def _run(
+    settings,
+    config: TrainConfig,
+    tracker,
+    run,
+    payload: dict | None,
+    say,
+    progress: bool,
+    capture: _LogCapture,
+) -> TrainResult:
     challenge = get_challenge(config.challenge)
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -412,8 +444,9 @@ def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say,
 
     # Data and split.
     index = build_index(list(config.data), target=config.target, layout=challenge.default_layout)
-    split = make_split(index, val_fraction=config.val_fraction, seed=config.seed,
-                       val_release=config.val_release)  # fmt: skip
+    split = make_split(
+        index, val_fraction=config.val_fraction, seed=config.seed, val_release=config.val_release
+    )
     if payload is not None and list(split.val_subjects) != list(payload["val_subjects"]):
         raise CheckpointError(
             "the validation subjects of the resumed run differ from the ones recomputed now: the "
@@ -421,9 +454,17 @@ def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say,
         )
     crop = _crop_samples(challenge, index)
     if payload is not None:
-        stats = None if payload["channel_stats"] is None else ChannelStats.from_dict(payload["channel_stats"])
+        stats = (
+            None
+            if payload["channel_stats"] is None
+            else ChannelStats.from_dict(payload["channel_stats"])
+        )
     else:
-        stats = compute_channel_stats(index, split.train, seed=config.seed) if config.normalize else None
+        stats = (
+            compute_channel_stats(index, split.train, seed=config.seed)
+            if config.normalize
+            else None
+        )
     train_targets = index.targets[split.train].astype(np.float64)
     if payload is not None:
         scale = TargetScale(**payload["target_scale"])
@@ -438,11 +479,15 @@ def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say,
         if config.as_of is None:
             config = dataclasses.replace(config, as_of=as_of.isoformat())
     feature_setup = setup_features(
-        settings, mode=config.features, challenge=config.challenge,
+        settings,
+        mode=config.features,
+        challenge=config.challenge,
         train_subjects=split.train_subjects,
         all_subjects=[*split.train_subjects, *split.val_subjects],
-        feature_set=config.feature_set, as_of=as_of, cache_size=config.cache_size,
-    )  # fmt: skip
+        feature_set=config.feature_set,
+        as_of=as_of,
+        cache_size=config.cache_size,
+    )
     feature_record: dict = {"mode": config.features}
     scaler = None
     source = None
@@ -461,19 +506,37 @@ def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say,
         n_features = len(feature_record["columns"])
     collate = BatchCollate(source, scaler, policy=config.missing_features)
 
-    train_ds = WindowDataset(index, split.train, crop_samples=crop, random_crop=crop is not None,
-                             stats=stats)  # fmt: skip
+    train_ds = WindowDataset(
+        index, split.train, crop_samples=crop, random_crop=crop is not None, stats=stats
+    )
     val_ds = WindowDataset(index, split.val, crop_samples=crop, random_crop=False, stats=stats)
-    train_loader = _make_loader(train_ds, batch_size=config.batch_size, shuffle=True,
-                                seed=config.seed, workers=config.workers, collate=collate,
-                                device=device)  # fmt: skip
-    val_loader = _make_loader(val_ds, batch_size=max(64, config.batch_size), shuffle=False,
-                              seed=config.seed, workers=config.workers, collate=collate,
-                              device=device)  # fmt: skip
+    train_loader = _make_loader(
+        train_ds,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        workers=config.workers,
+        collate=collate,
+        device=device,
+    )
+    val_loader = _make_loader(
+        val_ds,
+        batch_size=max(64, config.batch_size),
+        shuffle=False,
+        seed=config.seed,
+        workers=config.workers,
+        collate=collate,
+        device=device,
+    )
 
     # Model and optimiser.
-    model = build_model(config.model, n_chans=index.n_channels, n_times=train_ds.n_times,
-                        n_features=n_features, sfreq=index.sfreq).to(device)  # fmt: skip
+    model = build_model(
+        config.model,
+        n_chans=index.n_channels,
+        n_times=train_ds.n_times,
+        n_features=n_features,
+        sfreq=index.sfreq,
+    ).to(device)
     optimizer = challenge.make_optimizer(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     state = LoopState()
@@ -542,8 +605,9 @@ def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say,
             },
             path,
         )
-        run.log_checkpoint(path, epoch=epoch, metrics=metrics, is_best=is_best,
-                           upload=config.upload_checkpoints)  # fmt: skip
+        run.log_checkpoint(
+            path, epoch=epoch, metrics=metrics, is_best=is_best, upload=config.upload_checkpoints
+        )
         return path
 
     live = LivePublisher(settings.redis_url, experiment_id).start()
@@ -555,24 +619,44 @@ def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say,
                 f"({model_info['parameters']:,} parameters), {len(split.train)} train / {len(split.val)} "
                 f"val windows ({len(split.train_subjects)} / {len(split.val_subjects)} subjects), "
                 f"features {config.features}"
-                + (f" {feature_record.get('service')} @ {feature_record.get('snapshot_id')}"
-                   if feature_setup is not None else "")
+                + (
+                    f" {feature_record.get('service')} @ {feature_record.get('snapshot_id')}"
+                    if feature_setup is not None
+                    else ""
+                )
                 + f", device {device}"
-            )  # fmt: skip
-            live.publish("start", status="running", epoch=state.next_epoch,
-                         step=state.global_step, challenge=config.challenge,
-                         model=config.model, features=config.features,
-                         epochs=config.epochs)  # fmt: skip
+            )
+            live.publish(
+                "start",
+                status="running",
+                epoch=state.next_epoch,
+                step=state.global_step,
+                challenge=config.challenge,
+                model=config.model,
+                features=config.features,
+                epochs=config.epochs,
+            )
             try:
                 fit(
-                    model, train_loader, val_loader,
-                    optimizer=optimizer, loss_fn=challenge.make_loss(), device=device,
-                    epochs=config.epochs, state=state, scale=scale,
-                    primary_metric=challenge.primary_metric, scheduler=scheduler,
-                    recorder=run, live=live, save_checkpoint=save_checkpoint,
+                    model,
+                    train_loader,
+                    val_loader,
+                    optimizer=optimizer,
+                    loss_fn=challenge.make_loss(),
+                    device=device,
+                    epochs=config.epochs,
+                    state=state,
+                    scale=scale,
+                    primary_metric=challenge.primary_metric,
+                    scheduler=scheduler,
+                    recorder=run,
+                    live=live,
+                    save_checkpoint=save_checkpoint,
                     on_epoch_start=lambda e: train_loader.sampler.set_epoch(e),
-                    log_every=config.log_every, progress=progress, echo=say,
-                )  # fmt: skip
+                    log_every=config.log_every,
+                    progress=progress,
+                    echo=say,
+                )
             except KeyboardInterrupt:
                 status = "stopped"
                 raise
@@ -581,13 +665,25 @@ def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say,
                 val_ds.close()
                 if hasattr(source, "close"):
                     source.close()
-            result = _result(experiment_id, config, challenge, state, run, resumed_from,
-                             data_info, feature_record)  # fmt: skip
+            result = _result(
+                experiment_id,
+                config,
+                challenge,
+                state,
+                run,
+                resumed_from,
+                data_info,
+                feature_record,
+            )
             run.set_summary(_summary_metrics(result))
             status = "completed"
     finally:
-        live.publish("end", status=status, epoch=state.next_epoch - 1 if state.next_epoch else None,
-                     step=state.global_step)  # fmt: skip
+        live.publish(
+            "end",
+            status=status,
+            epoch=state.next_epoch - 1 if state.next_epoch else None,
+            step=state.global_step,
+        )
         live.close()
         try:
             run.attach_log("\n".join(capture.lines) + "\n")
@@ -597,8 +693,9 @@ def _run(settings, config: TrainConfig, tracker, run, payload: dict | None, say,
     return result
 
 
-def _data_summary(index: WindowIndex, split: Split, crop: int | None,
-                  stats: ChannelStats | None) -> dict:
+def _data_summary(
+    index: WindowIndex, split: Split, crop: int | None, stats: ChannelStats | None
+) -> dict:
     summary = index.summary()
     return {
         "files": summary["files"],
@@ -620,9 +717,16 @@ def _data_summary(index: WindowIndex, split: Split, crop: int | None,
     }
 
 
-def _result(experiment_id: str, config: TrainConfig, challenge: ChallengeConfig,
-            state: LoopState, run, resumed_from: int | None, data_info: dict,
-            feature_record: dict) -> TrainResult:
+def _result(
+    experiment_id: str,
+    config: TrainConfig,
+    challenge: ChallengeConfig,
+    state: LoopState,
+    run,
+    resumed_from: int | None,
+    data_info: dict,
+    feature_record: dict,
+) -> TrainResult:
     best = next((h for h in state.history if h["epoch"] == state.best_epoch), None) or {}
     mean_key = (
         "val_subject_mean_predictor_nrmse"
@@ -643,7 +747,9 @@ def _result(experiment_id: str, config: TrainConfig, challenge: ChallengeConfig,
         mean_predictor_value=float(best.get(mean_key) or math.nan),
         best_checkpoint=None if best_ckpt is None else best_ckpt["path"],
         last_epoch=last,
-        epochs_run=len([h for h in state.history if resumed_from is None or h["epoch"] > resumed_from]),
+        epochs_run=len(
+            [h for h in state.history if resumed_from is None or h["epoch"] > resumed_from]
+        ),
         resumed_from_epoch=resumed_from,
         duration_s=math.nan,
         goal_nrmse=goal,
@@ -677,13 +783,16 @@ def format_summary(result: TrainResult) -> str:
     lines = [
         f"experiment      {result.experiment_id}",
         f"epochs          {result.epochs_run} run"
-        + (f" (resumed after epoch {result.resumed_from_epoch})"
-           if result.resumed_from_epoch is not None else "")
+        + (
+            f" (resumed after epoch {result.resumed_from_epoch})"
+            if result.resumed_from_epoch is not None
+            else ""
+        )
         + f", last epoch {result.last_epoch}, {result.duration_s:.1f} s",
         f"best epoch      {result.best_epoch}",
         f"val NRMSE       {result.best_value:.3f} ({level}; mean predictor "
         f"{result.mean_predictor_value:.3f})",
-    ]  # fmt: skip
+    ]
     window = result.best_metrics.get("val_nrmse")
     if level == "subject-level" and window is not None:
         lines.append(f"window-level    {window:.3f}")

@@ -45,8 +45,9 @@ class Split:
         }
 
 
-def split_subjects(subjects: np.ndarray, *, val_fraction: float = 0.2,
-                   seed: int = 0) -> tuple[list[str], list[str]]:
+def split_subjects(
+    subjects: np.ndarray, *, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[str], list[str]]:
     """Seeded subject-level split of the unique values of ``subjects`` into (train, val)."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -63,8 +64,9 @@ def split_subjects(subjects: np.ndarray, *, val_fraction: float = 0.2,
     return train, val
 
 
-def make_split(index: WindowIndex, *, val_fraction: float = 0.2, seed: int = 0,
-               val_release: str | None = None) -> Split:
+def make_split(
+    index: WindowIndex, *, val_fraction: float = 0.2, seed: int = 0, val_release: str | None = None
+) -> Split:
     """Split ``index`` by subject (seeded) or by holding out ``val_release``."""
     subjects = index.subjects
     if val_release is None:
@@ -93,9 +95,15 @@ def make_split(index: WindowIndex, *, val_fraction: float = 0.2, seed: int = 0,
         )
     train_subj = sorted(set(subjects[train].tolist()))
     return Split(
-        train, val, tuple(train_subj), tuple(val_subj), "release", seed,
-        val_release=val_release, n_overlap_dropped=int(overlap.sum()),
-    )  # fmt: skip
+        train,
+        val,
+        tuple(train_subj),
+        tuple(val_subj),
+        "release",
+        seed,
+        val_release=val_release,
+        n_overlap_dropped=int(overlap.sum()),
+    )
 
 
 __all__ = ["Split", "make_split", "split_subjects"]

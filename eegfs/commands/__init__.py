@@ -59,15 +59,21 @@ def layout_options(command):
     values into a layout with :func:`parse_layout`.
     """
     command = click.option(
-        "--sfreq", type=float, default=None,
+        "--sfreq",
+        type=float,
+        default=None,
         help="Sampling rate (Hz) for files without an sfreq attribute.",
-    )(command)  # fmt: skip
+    )(command)
     command = click.option(
-        "--map", "mapping", multiple=True, metavar="KEY=DATASET",
+        "--map",
+        "mapping",
+        multiple=True,
+        metavar="KEY=DATASET",
         help="Explicit dataset names: data=, subjects=, challenge=1|2, label:<name>= (repeatable).",
-    )(command)  # fmt: skip
+    )(command)
     return click.option(
-        "--layout", type=click.Choice(["challenge1", "challenge2"]), default=None,
+        "--layout",
+        type=click.Choice(["challenge1", "challenge2"]),
+        default=None,
         help="Force a known layout instead of detecting it per file.",
-    )(command)  # fmt: skip
-
+    )(command)

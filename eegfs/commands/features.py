@@ -23,24 +23,45 @@ def _fail(exc: Exception) -> click.ClickException:
 
 @features.command()
 @click.option(
-    "--input", "inputs", multiple=True, type=click.Path(path_type=Path),
+    "--input",
+    "inputs",
+    multiple=True,
+    type=click.Path(path_type=Path),
     help="HDF5 window file(s); a shell glob after one --input also works (--input data/demo/*.h5).",
-)  # fmt: skip
+)
 @click.argument("more_inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
-    "--participants", required=True, type=click.Path(path_type=Path),
+    "--participants",
+    required=True,
+    type=click.Path(path_type=Path),
     help="BIDS participants.tsv listing every subject of the inputs.",
-)  # fmt: skip
+)
 @click.option("--force", is_flag=True, help="Recompute inputs whose snapshot already exists.")
 @layout_options
-@click.option("--chunk-windows", type=int, default=256, show_default=True, help="Windows per computed chunk.")
-@click.option("--workers", type=int, default=None, help="Threads reading/inflating HDF5 chunks (default: CPUs + 1, at most 8).")
+@click.option(
+    "--chunk-windows", type=int, default=256, show_default=True, help="Windows per computed chunk."
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Threads reading/inflating HDF5 chunks (default: CPUs + 1, at most 8).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def build(
-    settings: Settings, inputs, more_inputs, participants, force, layout, mapping, sfreq,
-    chunk_windows, workers, no_progress,
-) -> None:  # fmt: skip
+    settings: Settings,
+    inputs,
+    more_inputs,
+    participants,
+    force,
+    layout,
+    mapping,
+    sfreq,
+    chunk_windows,
+    workers,
+    no_progress,
+) -> None:
     """Compute band-power features of HDF5 window files into Parquet snapshots.
 
     One snapshot per input (unchanged inputs are skipped), written under
@@ -60,9 +81,13 @@ def build(
         raise click.UsageError("give at least one HDF5 file with --input")
     lay = parse_layout(layout, mapping)
     options = BuildOptions(
-        force=force, layout=lay, sfreq=sfreq, chunk_windows=chunk_windows, workers=workers,
+        force=force,
+        layout=lay,
+        sfreq=sfreq,
+        chunk_windows=chunk_windows,
+        workers=workers,
         progress=not no_progress,
-    )  # fmt: skip
+    )
     try:
         report = build_features(settings.features_dir, files, participants, options)
     except PipelineError as exc:
@@ -85,9 +110,11 @@ def apply(settings: Settings) -> None:
 
 @features.command()
 @click.option(
-    "--end", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]), default=None,
+    "--end",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    default=None,
     help="Materialize snapshots up to this UTC time (ISO 8601; default now).",
-)  # fmt: skip
+)
 @click.pass_obj
 def materialize(settings: Settings, end: datetime | None) -> None:
     """Load every snapshot not yet online into Redis (REDIS_URL)."""
@@ -103,11 +130,19 @@ def materialize(settings: Settings, end: datetime | None) -> None:
 
 
 @features.command()
-@click.option("--subject", "subjects", multiple=True, required=True, help="Subject id (NDAR... or sub-NDAR...); repeatable.")
 @click.option(
-    "--service", "services", multiple=True,
+    "--subject",
+    "subjects",
+    multiple=True,
+    required=True,
+    help="Subject id (NDAR... or sub-NDAR...); repeatable.",
+)
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
     help="Feature service (repeatable); default: challenge1_inputs_v1 and challenge2_inputs_v1.",
-)  # fmt: skip
+)
 @click.pass_obj
 def get(settings: Settings, subjects, services) -> None:
     """Print a subject's online features from Redis as JSON (missing values are null)."""

@@ -14,9 +14,13 @@ def _print_status(statuses) -> None:
     table = Table("service", "address", "origin", "version", "answering", "note")
     for s in statuses:
         table.add_row(
-            s.name, s.uri, s.origin, s.version or "-",
-            "[green]yes[/green]" if s.answering else "[red]no[/red]", s.note,
-        )  # fmt: skip
+            s.name,
+            s.uri,
+            s.origin,
+            s.version or "-",
+            "[green]yes[/green]" if s.answering else "[red]no[/red]",
+            s.note,
+        )
     console().print(table)
 
 

@@ -140,8 +140,19 @@ def runs() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON documents instead of a table.")
 @click.pass_obj
-def runs_list(settings: Settings, challenge, status, tags, name, config, metric_filters, show_metric,
-              limit, stale_after, as_json) -> None:  # fmt: skip
+def runs_list(
+    settings: Settings,
+    challenge,
+    status,
+    tags,
+    name,
+    config,
+    metric_filters,
+    show_metric,
+    limit,
+    stale_after,
+    as_json,
+) -> None:
     """List runs, newest first.
 
     \b
@@ -156,9 +167,17 @@ def runs_list(settings: Settings, challenge, status, tags, name, config, metric_
 
     metrics = dict(parse_metric_filter(m) for m in metric_filters)
     with open_database(settings) as db:
-        found = search_runs(db, challenge=int(challenge) if challenge else None, status=status,
-                            tags=tags, name=name, config=_parse_config(config), metrics=metrics,
-                            limit=limit, stale_after_s=stale_after)  # fmt: skip
+        found = search_runs(
+            db,
+            challenge=int(challenge) if challenge else None,
+            status=status,
+            tags=tags,
+            name=name,
+            config=_parse_config(config),
+            metrics=metrics,
+            limit=limit,
+            stale_after_s=stale_after,
+        )
     if as_json:
         click.echo(_dumps(found))
         return
@@ -177,9 +196,17 @@ def runs_list(settings: Settings, challenge, status, tags, name, config, metric_
         table.add_column(column)
     for doc in found:
         last = doc.get("last_epoch")
-        table.add_row(str(doc["_id"]), doc.get("name", ""), _fmt(doc.get("challenge")), _status(doc["status"]),
-                      _fmt(doc.get("started_at")), _fmt(last),
-                      _fmt(_metric(doc, show_metric)), _fmt(doc.get("tags")), _fmt(doc.get("host")))  # fmt: skip
+        table.add_row(
+            str(doc["_id"]),
+            doc.get("name", ""),
+            _fmt(doc.get("challenge")),
+            _status(doc["status"]),
+            _fmt(doc.get("started_at")),
+            _fmt(last),
+            _fmt(_metric(doc, show_metric)),
+            _fmt(doc.get("tags")),
+            _fmt(doc.get("host")),
+        )
     _console().print(table)
 
 
@@ -201,9 +228,14 @@ def runs_show(settings: Settings, experiment_id: str, as_json: bool) -> None:
         return
     exp = history["experiment"]
     console = _console()
-    console.print(f"[bold]{exp.get('name')}[/]  {exp['_id']}  challenge {exp.get('challenge')}  {_status(exp['status'])}"
-                  + (f" (stored: {exp.get('original_status') or exp.get('stored_status')})"
-                     if exp.get("original_status") or exp.get("stored_status") else ""))  # fmt: skip
+    console.print(
+        f"[bold]{exp.get('name')}[/]  {exp['_id']}  challenge {exp.get('challenge')}  {_status(exp['status'])}"
+        + (
+            f" (stored: {exp.get('original_status') or exp.get('stored_status')})"
+            if exp.get("original_status") or exp.get("stored_status")
+            else ""
+        )
+    )
     for key in ("started_at", "ended_at", "heartbeat", "host", "created_by", "tags", "notes"):
         console.print(f"  {key:<11} {_fmt(exp.get(key))}")
     for key in ("model", "data", "features", "code", "config", "summary"):
@@ -214,8 +246,10 @@ def runs_show(settings: Settings, experiment_id: str, as_json: bool) -> None:
         console.print(f"  [red]error[/]       {exp['error']}")
     if exp.get("legacy"):
         legacy = exp["legacy"]
-        console.print(f"  legacy      {legacy.get('table')} id {legacy.get('id')} from {legacy.get('path')} "
-                      f"(timestamps read as {legacy.get('timezone_assumed')})")  # fmt: skip
+        console.print(
+            f"  legacy      {legacy.get('table')} id {legacy.get('id')} from {legacy.get('path')} "
+            f"(timestamps read as {legacy.get('timezone_assumed')})"
+        )
     names = sorted({m for e in history["epochs"] for m in e.get("metrics", {})})
     epochs = Table("epoch", *names, "logged (UTC)", title="epochs")
     for e in history["epochs"]:
@@ -227,13 +261,25 @@ def runs_show(settings: Settings, experiment_id: str, as_json: bool) -> None:
         "id", "epoch", "best", "metrics", "size", "sha256", "GridFS", "path", title="checkpoints"
     )
     for c in history["checkpoints"]:
-        ckpts.add_row(str(c["_id"]), _fmt(c.get("epoch")), "yes" if c.get("is_best") else "",
-                      json.dumps(c.get("metrics") or {}), _fmt(c.get("size_bytes")),
-                      (c.get("sha256") or c.get("checksum_status") or "-")[:16],
-                      c.get("upload_status") or "-", c.get("path") or "-")  # fmt: skip
+        ckpts.add_row(
+            str(c["_id"]),
+            _fmt(c.get("epoch")),
+            "yes" if c.get("is_best") else "",
+            json.dumps(c.get("metrics") or {}),
+            _fmt(c.get("size_bytes")),
+            (c.get("sha256") or c.get("checksum_status") or "-")[:16],
+            c.get("upload_status") or "-",
+            c.get("path") or "-",
+        )
     console.print(ckpts)
-    console.print(f"step metrics: {len(history['steps'])} point(s)"
-                  + (f", steps {history['steps'][0]['step']}..{history['steps'][-1]['step']}" if history["steps"] else ""))  # fmt: skip
+    console.print(
+        f"step metrics: {len(history['steps'])} point(s)"
+        + (
+            f", steps {history['steps'][0]['step']}..{history['steps'][-1]['step']}"
+            if history["steps"]
+            else ""
+        )
+    )
     for v in history["model_versions"]:
         console.print(f"registered as model {v['name']} v{v['version']}")
 
@@ -300,21 +346,41 @@ def runs_best(settings: Settings, metric, n, challenge, maximize, status, as_jso
     from tracking.queries import best_runs
 
     with open_database(settings) as db:
-        best = best_runs(db, metric=metric, n=n, challenge=int(challenge) if challenge else None,
-                         mode="max" if maximize else "min", status=status)  # fmt: skip
+        best = best_runs(
+            db,
+            metric=metric,
+            n=n,
+            challenge=int(challenge) if challenge else None,
+            mode="max" if maximize else "min",
+            status=status,
+        )
     if as_json:
         click.echo(_dumps({str(k): v for k, v in best.items()}))
         return
     if not best:
         click.echo(f"no run has a numeric {metric!r}")
     for ch, docs in best.items():
-        table = Table("rank", "id", "name", metric, "status", "started (UTC)", "best checkpoint",
-                      title=f"challenge {ch}: best {len(docs)} by {metric} ({'max' if maximize else 'min'})")  # fmt: skip
+        table = Table(
+            "rank",
+            "id",
+            "name",
+            metric,
+            "status",
+            "started (UTC)",
+            "best checkpoint",
+            title=f"challenge {ch}: best {len(docs)} by {metric} ({'max' if maximize else 'min'})",
+        )
         for rank, doc in enumerate(docs, start=1):
             best_ckpt = doc.get("best_checkpoint") or {}
-            table.add_row(str(rank), str(doc["_id"]), doc.get("name", ""), _fmt(doc["metric_value"]),
-                          _status(doc["status"]), _fmt(doc.get("started_at")),
-                          f"epoch {best_ckpt['epoch']}" if best_ckpt else "-")  # fmt: skip
+            table.add_row(
+                str(rank),
+                str(doc["_id"]),
+                doc.get("name", ""),
+                _fmt(doc["metric_value"]),
+                _status(doc["status"]),
+                _fmt(doc.get("started_at")),
+                f"epoch {best_ckpt['epoch']}" if best_ckpt else "-",
+            )
         _console().print(table)
 
 
@@ -334,8 +400,13 @@ def runs_watch(settings: Settings, experiment_id, poll, interval, timeout) -> No
 
     with open_database(settings) as db:
         try:
-            for doc in watch_epochs(db, experiment_id, use_change_stream=False if poll else None,
-                                    poll_interval_s=interval, timeout_s=timeout):  # fmt: skip
+            for doc in watch_epochs(
+                db,
+                experiment_id,
+                use_change_stream=False if poll else None,
+                poll_interval_s=interval,
+                timeout_s=timeout,
+            ):
                 metrics = "  ".join(
                     f"{k}={_fmt(v)}" for k, v in sorted(doc.get("metrics", {}).items())
                 )
@@ -347,8 +418,11 @@ def runs_watch(settings: Settings, experiment_id, poll, interval, timeout) -> No
 
 
 @runs.command("sync")
-@click.option("--spool-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Spool directory [default: <EEGFS_DATA_DIR>/tracking/spool].")  # fmt: skip
+@click.option(
+    "--spool-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Spool directory [default: <EEGFS_DATA_DIR>/tracking/spool].",
+)
 @click.pass_obj
 def runs_sync(settings: Settings, spool_dir) -> None:
     """Replay tracking writes spooled while MongoDB was unreachable (idempotent)."""
@@ -404,16 +478,31 @@ def models_show(settings: Settings, name: str) -> None:
 
     with open_database(settings) as db:
         versions = ModelRegistry(db).list_versions(name)
-    table = Table("version", "aliases", "run", "epoch", "metrics", "feature service / snapshot", "commit",
-                  "sha256", "portable", title=name)  # fmt: skip
+    table = Table(
+        "version",
+        "aliases",
+        "run",
+        "epoch",
+        "metrics",
+        "feature service / snapshot",
+        "commit",
+        "sha256",
+        "portable",
+        title=name,
+    )
     for v in versions:
         lin = v["lineage"]
-        table.add_row(f"v{v['version']}", ", ".join(v["aliases"]) or "-",
-                      f"{lin.get('experiment_name')} {str(lin['experiment_id'])[-8:]}", _fmt(lin.get("epoch")),
-                      json.dumps(lin.get("metrics") or {}),
-                      f"{lin.get('feature_service') or '-'} / {lin.get('snapshot_id') or '-'}",
-                      (lin.get("code_commit") or "-")[:10] + (" (dirty)" if lin.get("code_dirty") else ""),
-                      (v.get("sha256") or "-")[:16], "yes" if v.get("portable") else "no")  # fmt: skip
+        table.add_row(
+            f"v{v['version']}",
+            ", ".join(v["aliases"]) or "-",
+            f"{lin.get('experiment_name')} {str(lin['experiment_id'])[-8:]}",
+            _fmt(lin.get("epoch")),
+            json.dumps(lin.get("metrics") or {}),
+            f"{lin.get('feature_service') or '-'} / {lin.get('snapshot_id') or '-'}",
+            (lin.get("code_commit") or "-")[:10] + (" (dirty)" if lin.get("code_dirty") else ""),
+            (v.get("sha256") or "-")[:16],
+            "yes" if v.get("portable") else "no",
+        )
     _console().print(table)
 
 
@@ -434,8 +523,10 @@ def models_register(settings: Settings, name, checkpoint_id, aliases, descriptio
         version = ModelRegistry(db).register(
             name, checkpoint_id, description=description, aliases=aliases
         )
-    click.echo(f"{name} v{version['version']} <- checkpoint {checkpoint_id}"
-               + ("" if version["portable"] else " (no GridFS copy: loadable only where the file is)"))  # fmt: skip
+    click.echo(
+        f"{name} v{version['version']} <- checkpoint {checkpoint_id}"
+        + ("" if version["portable"] else " (no GridFS copy: loadable only where the file is)")
+    )
 
 
 @models.command("alias")
@@ -456,8 +547,13 @@ def models_alias(settings: Settings, name, alias, version) -> None:
 @models.command("fetch")
 @click.argument("name")
 @click.argument("alias_or_version")
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
-              show_default=True, help="Directory for a GridFS download.")  # fmt: skip
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("models"),
+    show_default=True,
+    help="Directory for a GridFS download.",
+)
 @click.pass_obj
 def models_fetch(settings: Settings, name, alias_or_version, dest) -> None:
     """A verified local copy of a model version (by number, alias or 'latest')."""
@@ -483,8 +579,11 @@ def subjects() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="BIDS participants.tsv (repeatable) [default: <data>/demo/participants.tsv if present].",
 )
-@click.option("--features-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Feature tables root with subject_features/ [default: <EEGFS_DATA_DIR>/features].")  # fmt: skip
+@click.option(
+    "--features-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Feature tables root with subject_features/ [default: <EEGFS_DATA_DIR>/features].",
+)
 @click.pass_obj
 def subjects_sync(settings: Settings, participants, features_dir) -> None:
     """Upsert subjects from participants.tsv and the feature pipeline's per-subject summaries.
@@ -505,9 +604,11 @@ def subjects_sync(settings: Settings, participants, features_dir) -> None:
         raise click.ClickException(str(exc)) from exc
     with open_database(settings) as db:
         report = sync_subjects(db, rows, features_dir or settings.features_dir)
-    click.echo(f"{report.subjects} subject(s): {report.inserted} new, {report.updated} updated, "
-               f"{report.unchanged} unchanged ({report.participant_rows} participants row(s) from "
-               f"{len(report.participants_files)} file(s), {report.feature_rows} feature summary row(s))")  # fmt: skip
+    click.echo(
+        f"{report.subjects} subject(s): {report.inserted} new, {report.updated} updated, "
+        f"{report.unchanged} unchanged ({report.participant_rows} participants row(s) from "
+        f"{len(report.participants_files)} file(s), {report.feature_rows} feature summary row(s))"
+    )
     for message in report.messages:
         click.echo(message)
 
@@ -599,8 +700,10 @@ def datasets_register(settings: Settings, files, layout, mapping, sfreq) -> None
     with open_database(settings) as db:
         docs = record_datasets(db, records)
     for d in docs:
-        click.echo(f"{d['path']}: challenge {d['challenge']} release {d.get('release')} "
-                   f"{d['windows']}x{d['channels']}x{d['samples']} @ {d.get('sfreq')} Hz  sha256 {d['sha256'][:16]}")  # fmt: skip
+        click.echo(
+            f"{d['path']}: challenge {d['challenge']} release {d.get('release')} "
+            f"{d['windows']}x{d['channels']}x{d['samples']} @ {d.get('sfreq')} Hz  sha256 {d['sha256'][:16]}"
+        )
         for warning in d.get("warnings") or []:
             click.echo(f"  warning: {warning}")
 
@@ -620,9 +723,16 @@ def datasets_list(settings: Settings) -> None:
         "challenge", "release", "windows", "channels", "samples", "sfreq", "sha256", "path"
     )
     for d in docs:
-        table.add_row(_fmt(d.get("challenge")), _fmt(d.get("release")), _fmt(d.get("windows")),
-                      _fmt(d.get("channels")), _fmt(d.get("samples")), _fmt(d.get("sfreq")),
-                      (d.get("sha256") or "-")[:16], d.get("path") or "-")  # fmt: skip
+        table.add_row(
+            _fmt(d.get("challenge")),
+            _fmt(d.get("release")),
+            _fmt(d.get("windows")),
+            _fmt(d.get("channels")),
+            _fmt(d.get("samples")),
+            _fmt(d.get("sfreq")),
+            (d.get("sha256") or "-")[:16],
+            d.get("path") or "-",
+        )
     _console().print(table)
 
 
@@ -632,8 +742,12 @@ def datasets_list(settings: Settings) -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Read and map everything, print the counts, write nothing."
 )
-@click.option("--timezone", default="UTC", show_default=True,
-              help="IANA timezone the file's naive timestamps were written in (recorded).")  # fmt: skip
+@click.option(
+    "--timezone",
+    default="UTC",
+    show_default=True,
+    help="IANA timezone the file's naive timestamps were written in (recorded).",
+)
 @click.pass_obj
 def migrate_sqlite_command(settings: Settings, path: Path, dry_run: bool, timezone: str) -> None:
     """Migrate an EEG2025 SQLite run log (eeg2025_metadata.db) into MongoDB; safe to rerun."""
@@ -645,8 +759,15 @@ def migrate_sqlite_command(settings: Settings, path: Path, dry_run: bool, timezo
     with open_database(settings, indexes=not dry_run) as db:
         report = migrate_sqlite(db, path, dry_run=dry_run, timezone=timezone)
     verb = "would insert" if dry_run else "inserted"
-    table = Table("table", "collection", "rows", verb, "already there", "skipped",
-                  title=f"{path.name} (sha256 {report.sha256[:12]}){' - dry run' if dry_run else ''}")  # fmt: skip
+    table = Table(
+        "table",
+        "collection",
+        "rows",
+        verb,
+        "already there",
+        "skipped",
+        title=f"{path.name} (sha256 {report.sha256[:12]}){' - dry run' if dry_run else ''}",
+    )
     for t in report.tables.values():
         table.add_row(
             t.table, t.target, str(t.rows), str(t.inserted), str(t.existing), str(t.skipped)
@@ -667,8 +788,10 @@ def backup_command(settings: Settings, directory: Path) -> None:
 
     with open_database(settings, indexes=False) as db:
         report = backup_database(db, directory, progress=True)
-    click.echo(f"{sum(report.collections.values())} document(s) in {len(report.collections)} collection(s), "
-               f"{report.gridfs_files} GridFS file(s) ({report.gridfs_bytes} bytes) -> {report.directory}")  # fmt: skip
+    click.echo(
+        f"{sum(report.collections.values())} document(s) in {len(report.collections)} collection(s), "
+        f"{report.gridfs_files} GridFS file(s) ({report.gridfs_bytes} bytes) -> {report.directory}"
+    )
 
 
 @click.command("restore", cls=_TrackingCommand)
@@ -682,8 +805,10 @@ def restore_command(settings: Settings, directory: Path, drop: bool) -> None:
 
     with open_database(settings, indexes=False) as db:
         report = restore_database(db, directory, drop=drop, progress=True)
-    click.echo(f"restored {sum(report.collections.values())} document(s) in {len(report.collections)} "
-               f"collection(s) and {report.gridfs_files} GridFS file(s) into {report.database}")  # fmt: skip
+    click.echo(
+        f"restored {sum(report.collections.values())} document(s) in {len(report.collections)} "
+        f"collection(s) and {report.gridfs_files} GridFS file(s) into {report.database}"
+    )
 
 
 def register(cli: click.Group) -> None:

@@ -10,55 +10,115 @@ _RESUME_OVERRIDABLE = ("epochs", "workers", "device", "log_every", "upload_check
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--challenge", type=click.Choice(["1", "2"]), default=None,
-              help="EEG2025 challenge: 1 = response time (MSE), 2 = externalizing/p_factor (L1). "
-                   "Required unless --resume.")
-@click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
-              help="HDF5 window files (either layout); more files may follow as arguments, so "
-                   "--data data/demo/challenge2_R*.h5 works.")
+@click.option(
+    "--challenge",
+    type=click.Choice(["1", "2"]),
+    default=None,
+    help="EEG2025 challenge: 1 = response time (MSE), 2 = externalizing/p_factor (L1). "
+    "Required unless --resume.",
+)
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="HDF5 window files (either layout); more files may follow as arguments, so "
+    "--data data/demo/challenge2_R*.h5 works.",
+)
 @click.argument("more_data", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--epochs", type=int, default=8, help="Epochs in total (with --resume: train up to this many).")
+@click.option(
+    "--epochs", type=int, default=8, help="Epochs in total (with --resume: train up to this many)."
+)
 @click.option("--batch-size", type=int, default=32)
-@click.option("--workers", type=int, default=2,
-              help="DataLoader worker processes (HDF5 reads and feature lookups); 0 = main process.")
+@click.option(
+    "--workers",
+    type=int,
+    default=2,
+    help="DataLoader worker processes (HDF5 reads and feature lookups); 0 = main process.",
+)
 @click.option("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available).")
-@click.option("--model", type=click.Choice(["cnn", "eegnex"]), default="cnn",
-              help="cnn: compact 1-D CNN with a feature-fusion head; eegnex: EEGNeX (Chen et al. 2024).")
-@click.option("--features", type=click.Choice(["online", "historical", "none"]), default="online",
-              help="Subject features: per-batch online lookups (Redis), a historical frame as of "
-                   "--as-of (reproducible), or none.")
-@click.option("--as-of", default=None,
-              help="ISO 8601 time of the historical frame (default: the run's start time).")
-@click.option("--feature-set", type=click.Choice(["summary", "all"]), default="summary",
-              help="summary: scalar features; all: also per-channel relative band powers.")
-@click.option("--missing-features", type=click.Choice(["impute", "fail"]), default="impute",
-              help="impute: training mean + availability mask; fail: stop naming subjects the "
-                   "store does not know.")
-@click.option("--cache-size", type=int, default=4096,
-              help="Rows of the feature client's in-process cache per worker (0 = off).")
-@click.option("--val-release", default=None,
-              help="Hold out a whole release for validation (e.g. R2) instead of a seeded "
-                   "subject split.")
+@click.option(
+    "--model",
+    type=click.Choice(["cnn", "eegnex"]),
+    default="cnn",
+    help="cnn: compact 1-D CNN with a feature-fusion head; eegnex: EEGNeX (Chen et al. 2024).",
+)
+@click.option(
+    "--features",
+    type=click.Choice(["online", "historical", "none"]),
+    default="online",
+    help="Subject features: per-batch online lookups (Redis), a historical frame as of "
+    "--as-of (reproducible), or none.",
+)
+@click.option(
+    "--as-of",
+    default=None,
+    help="ISO 8601 time of the historical frame (default: the run's start time).",
+)
+@click.option(
+    "--feature-set",
+    type=click.Choice(["summary", "all"]),
+    default="summary",
+    help="summary: scalar features; all: also per-channel relative band powers.",
+)
+@click.option(
+    "--missing-features",
+    type=click.Choice(["impute", "fail"]),
+    default="impute",
+    help="impute: training mean + availability mask; fail: stop naming subjects the "
+    "store does not know.",
+)
+@click.option(
+    "--cache-size",
+    type=int,
+    default=4096,
+    help="Rows of the feature client's in-process cache per worker (0 = off).",
+)
+@click.option(
+    "--val-release",
+    default=None,
+    help="Hold out a whole release for validation (e.g. R2) instead of a seeded subject split.",
+)
 @click.option("--val-fraction", type=float, default=0.2, help="Share of subjects in validation.")
 @click.option("--seed", type=int, default=0, help="Seed of the split, crops, order and weights.")
-@click.option("--target", default=None,
-              help="Label to predict: externalizing (default) or p_factor for Challenge 2 files, "
-                   "response_time for Challenge 1 files.")
-@click.option("--lr", type=float, default=None,
-              help="Learning rate (default: the challenge's, 0.002 Adamax for C2, 0.001 AdamW for C1).")
+@click.option(
+    "--target",
+    default=None,
+    help="Label to predict: externalizing (default) or p_factor for Challenge 2 files, "
+    "response_time for Challenge 1 files.",
+)
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="Learning rate (default: the challenge's, 0.002 Adamax for C2, 0.001 AdamW for C1).",
+)
 @click.option("--no-normalize", is_flag=True, help="Skip per-channel normalisation.")
 @click.option("--log-every", type=int, default=10, help="Step metrics every N batches.")
-@click.option("--upload-checkpoints", is_flag=True,
-              help="Also store checkpoints in GridFS (so another machine can resume).")
-@click.option("--name", default=None, help="Run name (default: c<challenge>-<model>-<features>-s<seed>).")
+@click.option(
+    "--upload-checkpoints",
+    is_flag=True,
+    help="Also store checkpoints in GridFS (so another machine can resume).",
+)
+@click.option(
+    "--name", default=None, help="Run name (default: c<challenge>-<model>-<features>-s<seed>)."
+)
 @click.option("--tag", "tags", multiple=True, help="Tag for the run (repeatable).")
 @click.option("--notes", default="", help="Free text stored with the run.")
-@click.option("--resume", "resume", default=None, metavar="EXPERIMENT_ID",
-              help="Continue this experiment from its latest checkpoint at the next epoch.")
+@click.option(
+    "--resume",
+    "resume",
+    default=None,
+    metavar="EXPERIMENT_ID",
+    help="Continue this experiment from its latest checkpoint at the next epoch.",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
-@click.option("--skip-if-done", is_flag=True,
-              help="Do not train when a completed run with the same config, code commit (clean) "
-                   "and served feature snapshot is already recorded; print its id instead.")
+@click.option(
+    "--skip-if-done",
+    is_flag=True,
+    help="Do not train when a completed run with the same config, code commit (clean) "
+    "and served feature snapshot is already recorded; print its id instead.",
+)
 @click.pass_context
 def train(ctx: click.Context, **opts) -> None:
     """Train a model on EEG windows with subject features from the feature store.
@@ -93,25 +153,45 @@ def train(ctx: click.Context, **opts) -> None:
                     "--upload-checkpoints may change)"
                 )
             overrides = {
-                k: opts[k] for k in _RESUME_OVERRIDABLE
+                k: opts[k]
+                for k in _RESUME_OVERRIDABLE
                 if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
-            }  # fmt: skip
-            result = run_training(settings, resume=opts["resume"], overrides=overrides,
-                                  progress=progress, echo=click.echo)  # fmt: skip
+            }
+            result = run_training(
+                settings,
+                resume=opts["resume"],
+                overrides=overrides,
+                progress=progress,
+                echo=click.echo,
+            )
         else:
             if not opts["challenge"] or not data:
                 raise click.UsageError("--challenge and --data are required (or --resume ID)")
             config = TrainConfig(
-                challenge=int(opts["challenge"]), data=data, epochs=opts["epochs"],
-                batch_size=opts["batch_size"], workers=opts["workers"], device=opts["device"],
-                model=opts["model"], features=opts["features"], feature_set=opts["feature_set"],
-                missing_features=opts["missing_features"], as_of=opts["as_of"],
-                cache_size=opts["cache_size"], val_release=opts["val_release"],
-                val_fraction=opts["val_fraction"], seed=opts["seed"], target=opts["target"],
-                lr=opts["lr"], normalize=not opts["no_normalize"], log_every=opts["log_every"],
-                upload_checkpoints=opts["upload_checkpoints"], name=opts["name"],
-                tags=tuple(opts["tags"]), notes=opts["notes"],
-            )  # fmt: skip
+                challenge=int(opts["challenge"]),
+                data=data,
+                epochs=opts["epochs"],
+                batch_size=opts["batch_size"],
+                workers=opts["workers"],
+                device=opts["device"],
+                model=opts["model"],
+                features=opts["features"],
+                feature_set=opts["feature_set"],
+                missing_features=opts["missing_features"],
+                as_of=opts["as_of"],
+                cache_size=opts["cache_size"],
+                val_release=opts["val_release"],
+                val_fraction=opts["val_fraction"],
+                seed=opts["seed"],
+                target=opts["target"],
+                lr=opts["lr"],
+                normalize=not opts["no_normalize"],
+                log_every=opts["log_every"],
+                upload_checkpoints=opts["upload_checkpoints"],
+                name=opts["name"],
+                tags=tuple(opts["tags"]),
+                notes=opts["notes"],
+            )
             if opts["skip_if_done"]:
                 from training.runner import find_identical_run
 

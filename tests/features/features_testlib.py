@@ -20,7 +20,9 @@ def eeg_like(rng: np.random.Generator, shape: tuple[int, ...], sfreq: float = 10
     f = np.fft.rfftfreq(n_t, 1 / sfreq)
     amp = 1.0 / np.maximum(f, 1.0) + 0.8 * np.exp(-0.5 * ((f - 10.0) / 1.5) ** 2)
     amp[(f < 0.5) | (f > 48)] = 0.0
-    spec = amp * (rng.standard_normal((*shape[:-1], f.size)) + 1j * rng.standard_normal((*shape[:-1], f.size)))
+    spec = amp * (
+        rng.standard_normal((*shape[:-1], f.size)) + 1j * rng.standard_normal((*shape[:-1], f.size))
+    )
     x = np.fft.irfft(spec, n=n_t, axis=-1)
     x /= x.std(axis=-1, keepdims=True) + 1e-12
     return (x * 20e-6).astype(np.float32)
@@ -76,7 +78,9 @@ def write_h5(
         if names[0] not in drop:
             f.create_dataset(names[0], data=data, **kw)
         if names[1] not in drop:
-            f.create_dataset(names[1], data=rng.normal(size=n).astype(np.float32) + (0.0 if c2 else 1.0))
+            f.create_dataset(
+                names[1], data=rng.normal(size=n).astype(np.float32) + (0.0 if c2 else 1.0)
+            )
         if names[2] not in drop:
             f.create_dataset(names[2], data=ids)
         if c2 and "p_factors" not in drop:
@@ -93,15 +97,20 @@ def write_h5(
     return H5Spec(path, subjects, data)
 
 
-def write_participants(path: Path, subjects: list[str], *, seed: int = 0, release: str = "R1") -> Path:
+def write_participants(
+    path: Path, subjects: list[str], *, seed: int = 0, release: str = "R1"
+) -> Path:
     """Write a participants.tsv for ``subjects`` (``sub-`` ids, the second one's age ``n/a``)."""
     rng = np.random.default_rng(seed)
-    lines = ["participant_id\trelease_number\tsex\tage\tehq_total\tp_factor\tattention\tinternalizing\texternalizing"]
+    lines = [
+        "participant_id\trelease_number\tsex\tage\tehq_total\tp_factor\tattention\tinternalizing\texternalizing"
+    ]
     for i, s in enumerate(subjects):
         v = rng.normal(size=4).round(3)
         age = "n/a" if i == 1 else f"{8 + i:.2f}"
         lines.append(
-            f"sub-{s}\t{release}\t{'MF'[i % 2]}\t{age}\t{50 + i:.1f}\t" + "\t".join(f"{x:.3f}" for x in v)
+            f"sub-{s}\t{release}\t{'MF'[i % 2]}\t{age}\t{50 + i:.1f}\t"
+            + "\t".join(f"{x:.3f}" for x in v)
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -64,11 +64,21 @@ def test_other_rate_and_bands_match_scipy():
 
 def test_matches_mne_psd_array_welch():
     import mne  # in the [dev] extra that `make test` installs: a missing MNE fails, never skips
+
     x = eeg_like(np.random.default_rng(3), (2, 4, 200))
     psd, f = mne.time_frequency.psd_array_welch(
-        x.astype(np.float64) * 1e6, sfreq=100.0, fmin=0, fmax=50, n_fft=100, n_per_seg=100,
-        n_overlap=50, window="hann", average="mean", n_jobs=1, verbose=False,
-    )  # fmt: skip
+        x.astype(np.float64) * 1e6,
+        sfreq=100.0,
+        fmin=0,
+        fmax=50,
+        n_fft=100,
+        n_per_seg=100,
+        n_overlap=50,
+        window="hann",
+        average="mean",
+        n_jobs=1,
+        verbose=False,
+    )
     abs_mne = np.stack([psd[..., (f >= lo) & (f < hi)].sum(-1) for _, lo, hi in DEFAULT_BANDS], -1)
     np.testing.assert_allclose(compute_bandpower(x, 100.0).abs_power, abs_mne, rtol=1e-5)
 

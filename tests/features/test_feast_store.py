@@ -33,7 +33,12 @@ ALL_SERVICES = [*INPUT_SERVICES.values(), *LABEL_SERVICES.values()]
 @pytest.fixture(scope="module")
 def demo_store(small_demo, private_redis, tmp_path_factory):
     settings = module_settings(tmp_path_factory.mktemp("store") / "data", private_redis)
-    build_features(settings.features_dir, small_demo.files, small_demo.participants, BuildOptions(progress=False))
+    build_features(
+        settings.features_dir,
+        small_demo.files,
+        small_demo.participants,
+        BuildOptions(progress=False),
+    )
     client = FeatureStoreClient(settings)
     client.apply()
     client.materialize()
@@ -74,7 +79,9 @@ def test_every_demo_subject_has_online_input_features(demo_store):
         for col in [c for c in df.columns if c.startswith(("logabs_", "rel_", "spectral"))]:
             assert np.isfinite(df[col]).all(), (service, col)
         assert all(isinstance(v, np.ndarray) and v.shape == (129,) for v in df["chan_rel_alpha"])
-        np.testing.assert_array_equal(df["age"].isna().to_numpy(), people.loc[ids, "age"].isna().to_numpy())
+        np.testing.assert_array_equal(
+            df["age"].isna().to_numpy(), people.loc[ids, "age"].isna().to_numpy()
+        )
         assert set(df["sex"].dropna()) <= {"M", "F"}
     records = online_features_record(settings, ids[:2])
     assert records[0]["features"]["challenge2_inputs_v1"]["rel_mean_alpha"] is not None
@@ -108,7 +115,9 @@ def test_input_services_never_contain_labels(demo_store):
     for service in INPUT_SERVICES.values():
         names = client.feature_names(service)
         assert names and not set(names) & LABEL_FEATURES
-        assert not any(label in col for col in client.matrix_columns(service) for label in LABEL_FEATURES)
+        assert not any(
+            label in col for col in client.matrix_columns(service) for label in LABEL_FEATURES
+        )
         views = {v for v, _, _ in client._service(service).features}
         assert all(client._service(service).views[v].tags.get("role") != "label" for v in views)
     assert {"p_factor", "externalizing"} <= set(client.feature_names(LABEL_SERVICES[2]))
@@ -141,14 +150,28 @@ def test_label_names_agree_with_the_repo_and_label_views_are_caught_by_field():
     # a new label view is a label by its tag alone: its fields are refused under any input view
     entity = objs.entities[0]
     source = next(s for s in objs.sources if s.name == "subject_labels_source")
-    new_labels = FeatureView(name="cbcl_labels", entities=[entity], ttl=timedelta(days=1), source=source,
-                             schema=[Field(name="cbcl_total", dtype=Float64)], tags={ROLE_TAG: LABEL_ROLE})  # fmt: skip
-    leaky = FeatureView(name="leaky_inputs", entities=[entity], ttl=timedelta(days=1), source=source,
-                        schema=[Field(name="cbcl_total", dtype=Float64)], tags={ROLE_TAG: "input"})  # fmt: skip
+    new_labels = FeatureView(
+        name="cbcl_labels",
+        entities=[entity],
+        ttl=timedelta(days=1),
+        source=source,
+        schema=[Field(name="cbcl_total", dtype=Float64)],
+        tags={ROLE_TAG: LABEL_ROLE},
+    )
+    leaky = FeatureView(
+        name="leaky_inputs",
+        entities=[entity],
+        ttl=timedelta(days=1),
+        source=source,
+        schema=[Field(name="cbcl_total", dtype=Float64)],
+        tags={ROLE_TAG: "input"},
+    )
     views = [*objs.feature_views, new_labels, leaky]
     assert "cbcl_total" in label_feature_names(views) and "cbcl_total" not in LABEL_FEATURES
     bad = FeatureService(name=INPUT_SERVICES[1], features=[leaky])
-    with pytest.raises(FeatureStoreError, match=r"challenge1_inputs_v1.*label feature\(s\) \['cbcl_total'\]"):
+    with pytest.raises(
+        FeatureStoreError, match=r"challenge1_inputs_v1.*label feature\(s\) \['cbcl_total'\]"
+    ):
         check_label_exclusion([bad], views)
     check_label_exclusion([bad], [*objs.feature_views, leaky])  # without the label view: an input
 
@@ -208,9 +231,13 @@ def test_check_feature_repo(tmp_path, settings):
     broken = tmp_path / "repo"
     broken.mkdir()
     (broken / "feature_store.yaml").write_text((FEATURE_REPO / "feature_store.yaml").read_text())
-    text = (FEATURE_REPO / "eeg_features.py").read_text().replace(
-        "features=[subject_bandpower_c2_fv, subject_demographics_fv]",
-        "features=[subject_bandpower_c2_fv, subject_labels_fv]",
+    text = (
+        (FEATURE_REPO / "eeg_features.py")
+        .read_text()
+        .replace(
+            "features=[subject_bandpower_c2_fv, subject_demographics_fv]",
+            "features=[subject_bandpower_c2_fv, subject_labels_fv]",
+        )
     )
     (broken / "eeg_features.py").write_text(text)
     with pytest.raises(FeatureStoreError, match="challenge2_inputs_v1.*label"):

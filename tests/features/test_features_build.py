@@ -26,7 +26,9 @@ OPTS = BuildOptions(progress=False, chunk_windows=4)
 @pytest.fixture
 def inputs(tmp_path):
     c2 = write_h5(tmp_path / "in" / "c2.h5", subjects=A, windows_per_subject=5, seed=1)
-    c1 = write_h5(tmp_path / "in" / "c1.h5", layout="challenge1", subjects=B, windows_per_subject=4, seed=2)
+    c1 = write_h5(
+        tmp_path / "in" / "c1.h5", layout="challenge1", subjects=B, windows_per_subject=4, seed=2
+    )
     tsv = write_participants(tmp_path / "in" / "participants.tsv", A + B)
     return c2, c1, tsv
 
@@ -53,8 +55,18 @@ def test_build_writes_documented_tables(tmp_path, inputs):
     # the layout the tracking helper reads: every snapshot's subject rows in one read
     subj = pd.read_parquet(fdir / "subject_features")
     assert sorted(subj["subject_id"]) == sorted(A + B)
-    for col in ("subject_id", "release", "snapshot_id", "created", "event_timestamp", "n_windows",
-                "good_fraction", "logabs_mean_alpha", "rel_median_alpha", "chan_rel_alpha"):  # fmt: skip
+    for col in (
+        "subject_id",
+        "release",
+        "snapshot_id",
+        "created",
+        "event_timestamp",
+        "n_windows",
+        "good_fraction",
+        "logabs_mean_alpha",
+        "rel_median_alpha",
+        "chan_rel_alpha",
+    ):
         assert col in subj.columns
     assert str(subj["event_timestamp"].dtype) == "datetime64[us, UTC]"
     assert set(subj["n_windows"]) == {4, 5} and (subj["good_fraction"] == 1.0).all()
@@ -63,7 +75,9 @@ def test_build_writes_documented_tables(tmp_path, inputs):
     win = pd.read_parquet(fdir / "window_features" / "challenge2")
     assert len(win) == 10 and win["window_index"].tolist() == list(range(10))
     assert win["abs_alpha"].iloc[0].dtype == np.float32 and len(win["abs_alpha"].iloc[0]) == 129
-    meta = pq.read_schema(next((fdir / "window_features" / "challenge2").glob("*.parquet"))).metadata
+    meta = pq.read_schema(
+        next((fdir / "window_features" / "challenge2").glob("*.parquet"))
+    ).metadata
     assert json.loads(meta[b"eegfs.channel_names"]) == default_channel_names(129)
 
     labels = pd.read_parquet(fdir / "subject_labels")
@@ -96,7 +110,9 @@ def test_subject_aggregates_follow_their_definition(tmp_path, inputs):
         assert row["logabs_mean_alpha"] == pytest.approx(np.nanmean(chan_log), rel=1e-5)
         assert row["logabs_std_alpha"] == pytest.approx(np.nanstd(chan_log), rel=1e-4)
         np.testing.assert_allclose(row["chan_rel_alpha"], np.nanmean(rel, axis=0), rtol=1e-5)
-        assert row["rel_median_alpha"] == pytest.approx(np.median(np.nanmean(rel, axis=1)), rel=1e-5)
+        assert row["rel_median_alpha"] == pytest.approx(
+            np.median(np.nanmean(rel, axis=1)), rel=1e-5
+        )
         assert np.isnan(row["chan_rel_alpha"][-1])  # Cz: flat reference -> NaN relative power
 
 
@@ -130,7 +146,9 @@ def test_touched_but_unchanged_input_is_skipped_after_hashing(tmp_path, inputs):
     os.utime(c2.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # new mtime, same bytes
     again = build_features(fdir, [c2.path], tsv, OPTS)
     assert again.files[0].status == "skipped" and _files(fdir) == before
-    assert _manifest(fdir)["hash_cache"][str(c2.path.resolve())]["mtime_ns"] == st.st_mtime_ns + 10**9
+    assert (
+        _manifest(fdir)["hash_cache"][str(c2.path.resolve())]["mtime_ns"] == st.st_mtime_ns + 10**9
+    )
     assert not list(fdir.rglob(".*.tmp"))
 
 
@@ -140,7 +158,10 @@ def test_force_recomputes_but_keeps_event_timestamp(tmp_path, inputs):
     first = build_features(fdir, [c2.path], tsv, OPTS)
     ts = _manifest(fdir)["snapshots"][first.files[0].snapshot_id]["event_timestamp"]
     forced = build_features(fdir, [c2.path], tsv, BuildOptions(progress=False, force=True))
-    assert forced.files[0].status == "rebuilt" and forced.files[0].snapshot_id == first.files[0].snapshot_id
+    assert (
+        forced.files[0].status == "rebuilt"
+        and forced.files[0].snapshot_id == first.files[0].snapshot_id
+    )
     snap = _manifest(fdir)["snapshots"][first.files[0].snapshot_id]
     assert snap["event_timestamp"] == ts and snap["created"] > ts
     subj = pd.read_parquet(fdir / "subject_features")
@@ -154,7 +175,9 @@ def test_unknown_subject_fails_before_anything_is_written(tmp_path, inputs):
     with pytest.raises(InputDataError) as err:
         build_features(fdir, [c2.path, c1.path], tsv, OPTS)
     msg = str(err.value)
-    assert "c1.h5" in msg and "subject_ids" in msg and "NDARBB000001" in msg and "participants" in msg
+    assert (
+        "c1.h5" in msg and "subject_ids" in msg and "NDARBB000001" in msg and "participants" in msg
+    )
     assert _files(fdir) == {} and not (fdir / "manifest.json").exists()
 
 
@@ -181,7 +204,9 @@ def test_corruption_found_while_reading_commits_nothing_for_that_file(tmp_path, 
     with pytest.raises(InputDataError, match=r"c1.h5: dataset 'eeg': chunk at window 5"):
         build_features(fdir, [c2.path, c1.path], tsv, OPTS)
     man = _manifest(fdir)
-    assert [s["input"]["name"] for s in man["snapshots"].values() if s["kind"] == "hdf5"] == ["c2.h5"]
+    assert [s["input"]["name"] for s in man["snapshots"].values() if s["kind"] == "hdf5"] == [
+        "c2.h5"
+    ]
     assert not (fdir / "window_features" / "challenge1").exists() or not list(
         (fdir / "window_features" / "challenge1").glob("*.parquet")
     )
@@ -221,7 +246,9 @@ def test_interrupted_build_resumes_without_duplicates(tmp_path, inputs, monkeypa
     cols = ["subject_id", "logabs_mean_alpha", "rel_median_beta", "good_fraction"]
     pd.testing.assert_frame_equal(
         subj[cols].sort_values("subject_id").reset_index(drop=True),
-        pd.read_parquet(fresh / "subject_features")[cols].sort_values("subject_id").reset_index(drop=True),
+        pd.read_parquet(fresh / "subject_features")[cols]
+        .sort_values("subject_id")
+        .reset_index(drop=True),
     )
 
 
@@ -255,7 +282,9 @@ def test_failure_after_some_files_are_written_leaves_nothing_visible(tmp_path, i
     monkeypatch.undo()
     # window features, window labels and response-time labels had been written...
     assert {p.parent.parent.name for p in staged_before_failure} == {
-        ft.WINDOW_FEATURES, ft.WINDOW_LABELS, ft.SUBJECT_RT_LABELS
+        ft.WINDOW_FEATURES,
+        ft.WINDOW_LABELS,
+        ft.SUBJECT_RT_LABELS,
     }
     # ...yet no table directory shows a new file, nothing is left staged, the manifest is as it was
     assert _files(fdir) == files_before
@@ -274,7 +303,9 @@ def test_failure_after_some_files_are_written_leaves_nothing_visible(tmp_path, i
 
 
 @pytest.mark.parametrize("finisher", ["next build", "materialize"])
-def test_crash_between_renames_is_completed_by_the_next_writer(tmp_path, inputs, monkeypatch, finisher):
+def test_crash_between_renames_is_completed_by_the_next_writer(
+    tmp_path, inputs, monkeypatch, finisher
+):
     import os
 
     c2, c1, tsv = inputs
@@ -320,7 +351,9 @@ def test_staged_files_without_commit_record_are_deleted_and_rebuilt(tmp_path, in
     first = build_features(fdir, [c2.path], tsv, OPTS)
     sid = first.files[0].snapshot_id
     # what a build killed before its commit record leaves: staged files only
-    orphan = fdir / ft.STAGING_NAME / "challenge2_0000000000000000" / "window_features" / "challenge2"
+    orphan = (
+        fdir / ft.STAGING_NAME / "challenge2_0000000000000000" / "window_features" / "challenge2"
+    )
     orphan.mkdir(parents=True)
     (orphan / "challenge2_0000000000000000.parquet").write_bytes(b"PAR1 half written")
     again = build_features(fdir, [c2.path], tsv, OPTS)
@@ -343,12 +376,25 @@ def test_nonfinite_windows_are_nan_with_flags(tmp_path):
     assert win.loc[[1, 6], "nonfinite"].all() and not win.loc[[1, 6], "good"].any()
     assert np.isnan(win.loc[1, "abs_alpha"]).all() and np.isfinite(win.loc[2, "abs_alpha"]).all()
     subj = pd.read_parquet(fdir / "subject_features").set_index("subject_id")
-    assert subj.loc[A[0], "good_fraction"] == 0.75 and np.isfinite(subj.loc[A[0], "logabs_mean_alpha"])
+    assert subj.loc[A[0], "good_fraction"] == 0.75 and np.isfinite(
+        subj.loc[A[0], "logabs_mean_alpha"]
+    )
 
 
 def test_channel_order_is_never_mixed_silently(tmp_path):
-    first = write_h5(tmp_path / "a.h5", subjects=A, n_channels=3, attrs={"ch_names": np.array([b"Fz", b"Cz", b"Pz"])})
-    second = write_h5(tmp_path / "b.h5", subjects=A, n_channels=3, seed=4, attrs={"ch_names": np.array([b"Pz", b"Cz", b"Fz"])})
+    first = write_h5(
+        tmp_path / "a.h5",
+        subjects=A,
+        n_channels=3,
+        attrs={"ch_names": np.array([b"Fz", b"Cz", b"Pz"])},
+    )
+    second = write_h5(
+        tmp_path / "b.h5",
+        subjects=A,
+        n_channels=3,
+        seed=4,
+        attrs={"ch_names": np.array([b"Pz", b"Cz", b"Fz"])},
+    )
     tsv = write_participants(tmp_path / "p.tsv", A)
     fdir = tmp_path / "features"
     build_features(fdir, [first.path], tsv, OPTS)

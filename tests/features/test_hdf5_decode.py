@@ -12,9 +12,15 @@ from pipelines.hdf5_io import decode_chunk, direct_chunk_plan, open_windows, uns
 @pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32, np.float64])
 def test_unshuffle_into_inverts_the_byte_planes(dtype):
     rng = np.random.default_rng(0)
-    values = rng.standard_normal((3, 5, 7)).astype(dtype) if dtype != np.uint8 else rng.integers(0, 255, (3, 5, 7)).astype(np.uint8)
+    values = (
+        rng.standard_normal((3, 5, 7)).astype(dtype)
+        if dtype != np.uint8
+        else rng.integers(0, 255, (3, 5, 7)).astype(np.uint8)
+    )
     size = values.dtype.itemsize
-    planes = np.frombuffer(values.tobytes(), np.uint8).reshape(-1, size).T.copy().reshape(size, 3, 5, 7)
+    planes = (
+        np.frombuffer(values.tobytes(), np.uint8).reshape(-1, size).T.copy().reshape(size, 3, 5, 7)
+    )
     out = np.empty_like(values)
     np.testing.assert_array_equal(unshuffle_into(planes, out), values)
     crop = np.empty((5, 3), dtype)  # a strided part of the planes decodes only that part
@@ -32,10 +38,16 @@ def test_decode_chunk_selection_equals_h5py(tmp_path, shuffle, dtype):
     with h5py.File(path, "r") as f:
         ds = f["data"]
         plan = direct_chunk_plan(ds)
-        assert plan is not None and (plan.per, plan.shuffled, plan.dtype) == (2, shuffle, np.dtype(dtype))
+        assert plan is not None and (plan.per, plan.shuffled, plan.dtype) == (
+            2,
+            shuffle,
+            np.dtype(dtype),
+        )
         mask, raw = ds.id.read_direct_chunk((2, 0, 0))
         out = np.empty((4, 10), np.float32)  # a cast to float32, as the training loader reads
-        decode_chunk(raw, mask, shuffle, plan.dtype, (2, 4, 30), out, select=(1, slice(None), slice(5, 15)))
+        decode_chunk(
+            raw, mask, shuffle, plan.dtype, (2, 4, 30), out, select=(1, slice(None), slice(5, 15))
+        )
         np.testing.assert_array_equal(out, data[3, :, 5:15].astype(np.float32))
     with open_windows_like(path) as blocks:
         np.testing.assert_array_equal(blocks, data)
@@ -59,6 +71,8 @@ class open_windows_like:
 def test_direct_plan_refuses_chunks_that_split_windows(tmp_path):
     path = tmp_path / "split.h5"
     with h5py.File(path, "w") as f:
-        f.create_dataset("data", data=np.zeros((4, 6, 10), np.float32), chunks=(1, 3, 10), compression="gzip")
+        f.create_dataset(
+            "data", data=np.zeros((4, 6, 10), np.float32), chunks=(1, 3, 10), compression="gzip"
+        )
     with h5py.File(path, "r") as f:
         assert direct_chunk_plan(f["data"]) is None

@@ -25,7 +25,12 @@ def _read_all(w, chunk=4, workers=2):
 def test_detects_both_layouts_of_the_demo_files(small_demo):
     for release, path in small_demo.challenge2.items():
         with open_windows(path) as w:
-            assert (w.layout.name, w.layout.challenge, w.n_times, w.sfreq) == ("challenge2", 2, 400, 100.0)
+            assert (w.layout.name, w.layout.challenge, w.n_times, w.sfreq) == (
+                "challenge2",
+                2,
+                400,
+                100.0,
+            )
             assert w.release == release and set(w.labels) == {"externalizing", "p_factor"}
             assert set(w.subject_ids) == set(small_demo.subjects[release])
             assert w.channel_names == default_channel_names(129) and w.channel_names[-1] == "Cz"
@@ -34,7 +39,11 @@ def test_detects_both_layouts_of_the_demo_files(small_demo):
             np.testing.assert_array_equal(_read_all(w, chunk=5), w.dataset[()])
     for path in small_demo.challenge1.values():
         with open_windows(path) as w:
-            assert (w.layout.name, w.n_times, set(w.labels)) == ("challenge1", 200, {"response_time"})
+            assert (w.layout.name, w.n_times, set(w.labels)) == (
+                "challenge1",
+                200,
+                {"response_time"},
+            )
 
 
 @pytest.mark.parametrize(
@@ -47,7 +56,12 @@ def test_detects_both_layouts_of_the_demo_files(small_demo):
     ],
 )
 def test_every_storage_layout_reads_the_same_values(tmp_path, kwargs):
-    spec = write_h5(tmp_path / "x.h5", subjects=["NDARAA000001", "NDARAA000002"], windows_per_subject=4, **kwargs)
+    spec = write_h5(
+        tmp_path / "x.h5",
+        subjects=["NDARAA000001", "NDARAA000002"],
+        windows_per_subject=4,
+        **kwargs,
+    )
     with open_windows(spec.path) as w:
         for chunk in (1, 3, 8, 100):
             np.testing.assert_array_equal(_read_all(w, chunk=chunk), spec.data)
@@ -61,7 +75,10 @@ def test_explicit_mapping_and_ids_with_sub_prefix(tmp_path):
         f.create_dataset("who", data=np.array([b"sub-NDARAA000001"] * 2 + [b"NDARAA000002"] * 2))
         f.create_dataset("rt", data=np.ones(4))
         f.attrs["sfreq"] = 100.0
-    lay = layout_from_mapping({"data": "X", "subjects": "who", "challenge": "1", "label:response_time": "rt"}, base=CHALLENGE1_LAYOUT)
+    lay = layout_from_mapping(
+        {"data": "X", "subjects": "who", "challenge": "1", "label:response_time": "rt"},
+        base=CHALLENGE1_LAYOUT,
+    )
     with open_windows(path, layout=lay) as w:
         assert w.subject_ids == ["NDARAA000001"] * 2 + ["NDARAA000002"] * 2
         assert w.channel_names == ["ch0", "ch1", "ch2"] and w.layout.challenge == 1
@@ -71,7 +88,11 @@ def test_explicit_mapping_and_ids_with_sub_prefix(tmp_path):
 
 
 def test_units_and_channel_names_attributes(tmp_path):
-    spec = write_h5(tmp_path / "u.h5", n_channels=3, attrs={"units": "uV", "ch_names": np.array([b"Fz", b"Pz", b"Oz"])})
+    spec = write_h5(
+        tmp_path / "u.h5",
+        n_channels=3,
+        attrs={"units": "uV", "ch_names": np.array([b"Fz", b"Pz", b"Oz"])},
+    )
     with open_windows(spec.path) as w:
         assert w.to_uv == 1.0 and w.channel_names == ["Fz", "Pz", "Oz"]
 
@@ -98,13 +119,17 @@ def test_missing_windows_dataset(tmp_path):
 
 def test_missing_subjects_dataset(tmp_path):
     spec = write_h5(tmp_path / "nosub.h5", layout="challenge1", drop=("subject_ids",))
-    with pytest.raises(InputDataError, match=r"missing dataset 'subject_ids'.*found \['eeg', 'labels'\]"):
+    with pytest.raises(
+        InputDataError, match=r"missing dataset 'subject_ids'.*found \['eeg', 'labels'\]"
+    ):
         open_windows(spec.path)
 
 
 def test_wrong_rank(tmp_path):
     spec = write_h5(tmp_path / "rank2.h5", data=np.zeros((6, 400), np.float32), chunks=None)
-    with pytest.raises(InputDataError, match=r"rank2.h5: dataset 'data' has rank 2 .*expected rank 3"):
+    with pytest.raises(
+        InputDataError, match=r"rank2.h5: dataset 'data' has rank 2 .*expected rank 3"
+    ):
         open_windows(spec.path)
 
 
@@ -113,13 +138,18 @@ def test_per_window_length_mismatch(tmp_path):
     with h5py.File(spec.path, "a") as f:
         del f["targets"]
         f.create_dataset("targets", data=np.zeros(5))
-    with pytest.raises(InputDataError, match=r"len.h5: dataset 'targets' \(externalizing\) has shape \(5,\), expected \(6,\)"):
+    with pytest.raises(
+        InputDataError,
+        match=r"len.h5: dataset 'targets' \(externalizing\) has shape \(5,\), expected \(6,\)",
+    ):
         open_windows(spec.path)
     spec = write_h5(tmp_path / "sublen.h5")
     with h5py.File(spec.path, "a") as f:
         del f["subjects"]
         f.create_dataset("subjects", data=np.array([b"NDARAA000001"] * 7))
-    with pytest.raises(InputDataError, match=r"dataset 'subjects' has shape \(7,\), expected \(6,\)"):
+    with pytest.raises(
+        InputDataError, match=r"dataset 'subjects' has shape \(7,\), expected \(6,\)"
+    ):
         open_windows(spec.path)
 
 
@@ -128,7 +158,12 @@ def test_per_window_length_mismatch(tmp_path):
     [("NDAR_AA02", "holds characters other than letters and digits"), ("sub-", "is empty")],
 )
 def test_bad_subject_id_names_file_dataset_and_id(tmp_path, bad, found):
-    spec = write_h5(tmp_path / "ids.h5", layout="challenge1", subjects=["NDARAA000001", bad], windows_per_subject=2)
+    spec = write_h5(
+        tmp_path / "ids.h5",
+        layout="challenge1",
+        subjects=["NDARAA000001", bad],
+        windows_per_subject=2,
+    )
     with pytest.raises(InputDataError) as err:
         open_windows(spec.path)
     msg = str(err.value)
@@ -164,7 +199,9 @@ def test_truncated_file(tmp_path):
     spec.path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputDataError) as err, open_windows(spec.path) as w:
         _read_all(w)
-    assert "trunc.h5" in str(err.value) and "truncated" in str(err.value) and "Fix" in str(err.value)
+    assert (
+        "trunc.h5" in str(err.value) and "truncated" in str(err.value) and "Fix" in str(err.value)
+    )
 
 
 def test_corrupt_chunk_bytes(tmp_path):

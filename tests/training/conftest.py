@@ -45,8 +45,12 @@ def feature_env(small_demo, tmp_path_factory) -> Iterator[FeatureEnv]:
     try:
         data_dir = tmp_path_factory.mktemp("training-store") / "data"
         settings = Settings(redis_url=server.uri, data_dir=data_dir, feature_repo=FEATURE_REPO)
-        build_features(settings.features_dir, small_demo.files, small_demo.participants,
-                       BuildOptions(progress=False))  # fmt: skip
+        build_features(
+            settings.features_dir,
+            small_demo.files,
+            small_demo.participants,
+            BuildOptions(progress=False),
+        )
         with FeatureStoreClient(settings, cache_size=0) as client:
             client.apply()
             client.materialize()

@@ -61,7 +61,9 @@ def test_batched_reads_equal_item_reads_and_h5py(tmp_path, layout):
         assert batch.y[b].item() == np.float32(y) and batch.positions[b].item() == position
     plain = WindowDataset(index)  # no crop, no normalisation: h5py's values in uV
     for p in range(len(index)):
-        np.testing.assert_allclose(plain.read_window(p), data[p].astype(np.float32) * np.float32(1e6), rtol=1e-6)
+        np.testing.assert_allclose(
+            plain.read_window(p), data[p].astype(np.float32) * np.float32(1e6), rtol=1e-6
+        )
 
 
 def test_collate_of_a_window_batch_equals_collate_of_samples(tmp_path):
@@ -84,8 +86,14 @@ def test_workers_receive_whole_batches_in_one_segment(tmp_path):
     sampler = EpochSampler(len(ds), shuffle=True, seed=1)
     seen = {}
     for workers in (0, 2):
-        loader = DataLoader(ds, batch_size=5, sampler=sampler, num_workers=workers,
-                            collate_fn=BatchCollate(), worker_init_fn=worker_init_fn)  # fmt: skip
+        loader = DataLoader(
+            ds,
+            batch_size=5,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=BatchCollate(),
+            worker_init_fn=worker_init_fn,
+        )
         batches = list(loader)
         seen[workers] = [(b["x"].clone(), b["y"].clone(), b["positions"].clone()) for b in batches]
         if workers:

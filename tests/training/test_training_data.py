@@ -30,8 +30,14 @@ def _c2_files(demo) -> list[str]:
 def _read_all(dataset, *, workers: int, epoch: int = 0, batch_size: int = 5):
     sampler = EpochSampler(len(dataset), shuffle=True, seed=3)
     sampler.set_epoch(epoch)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                        collate_fn=BatchCollate(), worker_init_fn=worker_init_fn)  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=BatchCollate(),
+        worker_init_fn=worker_init_fn,
+    )
     xs, ys, subjects, positions = [], [], [], []
     for batch in loader:
         xs.append(batch["x"].numpy())
@@ -65,8 +71,9 @@ def test_both_layouts_are_read_and_targets_chosen_by_label(small_demo):
     pf = build_index(_c2_files(small_demo), target="p_factor")
     with h5py.File(small_demo.challenge2["R1"], "r") as f:
         expected = f["p_factors"][()]
-    np.testing.assert_array_equal(pf.targets[: np.isfinite(expected).sum()],
-                                  expected[np.isfinite(expected)])  # fmt: skip
+    np.testing.assert_array_equal(
+        pf.targets[: np.isfinite(expected).sum()], expected[np.isfinite(expected)]
+    )
     with pytest.raises(DataError, match="response_time"):
         build_index(_c2_files(small_demo), target="response_time")
 

@@ -34,8 +34,14 @@ from training.splits import make_split
 def _setup(settings, env, mode: str, **kw):
     index = build_index(env.c2_files)
     split = make_split(index, seed=0)
-    setup = setup_features(settings, mode=mode, challenge=2, train_subjects=split.train_subjects,
-                           all_subjects=[*split.train_subjects, *split.val_subjects], **kw)  # fmt: skip
+    setup = setup_features(
+        settings,
+        mode=mode,
+        challenge=2,
+        train_subjects=split.train_subjects,
+        all_subjects=[*split.train_subjects, *split.val_subjects],
+        **kw,
+    )
     return index, split, setup
 
 
@@ -45,14 +51,24 @@ def _expected_rows(settings, subjects, columns):
     return matrix[:, [names.index(c) for c in columns]]
 
 
-@pytest.mark.parametrize(("workers", "loader_cls"), [(0, DataLoader), (2, DataLoader), (2, WindowLoader)])
-def test_online_features_line_up_with_the_batch_subjects(train_settings, feature_env, workers, loader_cls):
+@pytest.mark.parametrize(
+    ("workers", "loader_cls"), [(0, DataLoader), (2, DataLoader), (2, WindowLoader)]
+)
+def test_online_features_line_up_with_the_batch_subjects(
+    train_settings, feature_env, workers, loader_cls
+):
     index, split, setup = _setup(train_settings, feature_env, "online")
     assert setup.record["snapshot_id"].startswith("fs_")
     collate = BatchCollate(setup.source, setup.scaler)
     ds = WindowDataset(index, np.concatenate([split.train, split.val]), crop_samples=200)
-    loader = loader_cls(ds, batch_size=7, sampler=EpochSampler(len(ds), shuffle=True, seed=1),
-                        num_workers=workers, collate_fn=collate, worker_init_fn=worker_init_fn)  # fmt: skip
+    loader = loader_cls(
+        ds,
+        batch_size=7,
+        sampler=EpochSampler(len(ds), shuffle=True, seed=1),
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=worker_init_fn,
+    )
     d = len(setup.record["columns"])
     seen = 0
     hits = 0
@@ -76,18 +92,26 @@ def test_historical_frame_matches_the_store_and_is_hashed(train_settings, featur
     assert rec["mode"] == "historical" and rec["snapshot_id"] == f"hist_{rec['frame_sha256'][:16]}"
     assert rec["snapshot_ids"], "the frame is as of a time after the build"
     subjects = list(split.val_subjects)
-    np.testing.assert_allclose(setup.source.lookup(subjects),
-                               _expected_rows(train_settings, subjects, rec["columns"]),
-                               rtol=1e-6, equal_nan=True)  # fmt: skip
-    again = _setup(train_settings, feature_env, "historical",
-                   as_of=datetime.fromisoformat(rec["as_of"]))[2]  # fmt: skip
+    np.testing.assert_allclose(
+        setup.source.lookup(subjects),
+        _expected_rows(train_settings, subjects, rec["columns"]),
+        rtol=1e-6,
+        equal_nan=True,
+    )
+    again = _setup(
+        train_settings, feature_env, "historical", as_of=datetime.fromisoformat(rec["as_of"])
+    )[2]
     assert again.record["frame_sha256"] == rec["frame_sha256"]
 
 
 def test_historical_before_any_snapshot_has_no_features(train_settings, feature_env):
     with pytest.raises(FeatureError, match="none of the"):
-        _setup(train_settings, feature_env, "historical",
-               as_of=datetime.now(UTC) - timedelta(days=3650))  # fmt: skip
+        _setup(
+            train_settings,
+            feature_env,
+            "historical",
+            as_of=datetime.now(UTC) - timedelta(days=3650),
+        )
 
 
 def test_no_label_reaches_the_model_inputs(train_settings, feature_env):
@@ -138,8 +162,9 @@ def test_unknown_subject_is_imputed_with_a_zero_mask_or_fails_by_name(train_sett
 def test_a_failed_lookup_is_imputed_or_fails(train_settings, feature_env):
     index, split, setup = _setup(train_settings, feature_env, "online")
     dead = train_settings.with_overrides(redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    source = OnlineFeatureSource(dead, setup.source.service, setup.source.all_columns,
-                                 setup.source.column_idx)  # fmt: skip
+    source = OnlineFeatureSource(
+        dead, setup.source.service, setup.source.all_columns, setup.source.column_idx
+    )
     samples = [(np.zeros((2, 2), np.float32), 0.0, s, 0) for s in split.train_subjects[:3]]
     batch = BatchCollate(source, setup.scaler, policy="impute")(samples)
     assert batch["lookup"]["failed"] == 1 and (batch["features"].numpy() == 0).all()

@@ -79,10 +79,16 @@ def _assert_same(got, want, keys=("x", "y", "positions")):
 
 def _loader(ds, workers, *, batch_size=3, persistent=True, prefetch=1, collate=None, **kw):
     return WindowLoader(
-        ds, batch_size=batch_size, sampler=EpochSampler(len(ds), shuffle=True, seed=4),
-        num_workers=workers, collate_fn=collate or BatchCollate(), worker_init_fn=worker_init_fn,
-        persistent_workers=persistent and workers > 0, prefetch_factor=prefetch if workers else None, **kw,
-    )  # fmt: skip
+        ds,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(ds), shuffle=True, seed=4),
+        num_workers=workers,
+        collate_fn=collate or BatchCollate(),
+        worker_init_fn=worker_init_fn,
+        persistent_workers=persistent and workers > 0,
+        prefetch_factor=prefetch if workers else None,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("persistent", [True, False])
@@ -132,8 +138,13 @@ def test_batches_larger_than_a_slot_and_unordered_loaders_fall_back(index):
 
     def read(workers, **kw):
         sampler = EpochSampler(len(ds), shuffle=True, seed=4)
-        loader = WindowLoader(ds, batch_sampler=Uneven(sampler, 3, False), num_workers=workers,
-                              collate_fn=BatchCollate(), **kw)  # fmt: skip
+        loader = WindowLoader(
+            ds,
+            batch_sampler=Uneven(sampler, 3, False),
+            num_workers=workers,
+            collate_fn=BatchCollate(),
+            **kw,
+        )
         return [(0, b) for b in loader]
 
     want = read(0)
@@ -160,10 +171,14 @@ def test_pool_pack_and_unpack_round_trip_and_copy():
     x.copy_(torch.arange(6.0).reshape(2, 3))
     out = {"x": x, "t": x.T, "extra": [torch.tensor([7, 8], dtype=torch.int64)], "name": "s"}
     packed = pool.pack(out, base, 24)
-    assert not any(isinstance(v, torch.Tensor) for v in (packed["x"], packed["t"], packed["extra"][0]))
+    assert not any(
+        isinstance(v, torch.Tensor) for v in (packed["x"], packed["t"], packed["extra"][0])
+    )
     got = pool.unpack(packed)
     x.fill_(-1.0)  # the slot is reused: the unpacked batch must not change
-    assert torch.equal(got["x"], torch.arange(6.0).reshape(2, 3)) and torch.equal(got["t"], got["x"].T)
+    assert torch.equal(got["x"], torch.arange(6.0).reshape(2, 3)) and torch.equal(
+        got["t"], got["x"].T
+    )
     assert got["extra"][0].tolist() == [7, 8] and got["name"] == "s"
     with pytest.raises(RuntimeError, match="outside the batch's slot"):
         pool.pack({"x": x}, pool.slot_base(0), 24)

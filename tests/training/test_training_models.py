@@ -26,10 +26,18 @@ def test_eegnex_matches_the_published_configuration():
     assert count_parameters(model) == 62_353  # braindecode's EEGNeX(129, 1, 200)
     out = model(torch.randn(3, 129, 200))
     assert out.shape == (3, 1)
-    by_block = {name: count_parameters(getattr(model, name)) for name in
-                ("block_1", "block_2", "block_3", "block_4", "block_5", "final_layer")}  # fmt: skip
-    assert by_block == {"block_1": 528, "block_2": 16_448, "block_3": 8_384, "block_4": 32_832,
-                        "block_5": 4_112, "final_layer": 49}  # fmt: skip
+    by_block = {
+        name: count_parameters(getattr(model, name))
+        for name in ("block_1", "block_2", "block_3", "block_4", "block_5", "final_layer")
+    }
+    assert by_block == {
+        "block_1": 528,
+        "block_2": 16_448,
+        "block_3": 8_384,
+        "block_4": 32_832,
+        "block_5": 4_112,
+        "final_layer": 49,
+    }
 
 
 def test_eegnex_factory_and_other_shapes():

@@ -17,8 +17,16 @@ from training.runner import TrainConfig, load_checkpoint, train
 
 
 def _config(env, **kw) -> TrainConfig:
-    base = {"challenge": 2, "data": env.c2_files, "epochs": 1, "batch_size": 8, "workers": 0,
-            "features": "none", "log_every": 2, "seed": 0}  # fmt: skip
+    base = {
+        "challenge": 2,
+        "data": env.c2_files,
+        "epochs": 1,
+        "batch_size": 8,
+        "workers": 0,
+        "features": "none",
+        "log_every": 2,
+        "seed": 0,
+    }
     base.update(kw)
     return TrainConfig(**base)
 
@@ -45,9 +53,11 @@ def test_run_is_recorded_and_streamed_live(train_settings, feature_env):
     pubsub = client.pubsub()
     pubsub.psubscribe("training:*")
     try:
-        result = train(train_settings, _config(feature_env, epochs=2, workers=2,
-                                               features="online", name="recorded"),
-                       progress=False)  # fmt: skip
+        result = train(
+            train_settings,
+            _config(feature_env, epochs=2, workers=2, features="online", name="recorded"),
+            progress=False,
+        )
         messages = [m for m in _drain(pubsub) if m["experiment_id"] == result.experiment_id]
         state = client.hgetall(state_key(result.experiment_id))
     finally:
@@ -59,9 +69,17 @@ def test_run_is_recorded_and_streamed_live(train_settings, feature_env):
     assert exp["status"] == "completed" and exp["name"] == "recorded"
     assert [e["epoch"] for e in hist["epochs"]] == [0, 1]
     for e in hist["epochs"]:
-        for key in ("train_loss", "val_loss", "val_nrmse", "val_subject_nrmse", "lr",
-                    "duration_s", "batches_per_s", "val_subject_mean_predictor_nrmse",
-                    "feature_lookup_ms"):  # fmt: skip
+        for key in (
+            "train_loss",
+            "val_loss",
+            "val_nrmse",
+            "val_subject_nrmse",
+            "lr",
+            "duration_s",
+            "batches_per_s",
+            "val_subject_mean_predictor_nrmse",
+            "feature_lookup_ms",
+        ):
             assert key in e["metrics"], key
     assert hist["steps"] and all("loss" in p["values"] for p in hist["steps"])
     ckpts = hist["checkpoints"]
@@ -74,9 +92,11 @@ def test_run_is_recorded_and_streamed_live(train_settings, feature_env):
     assert exp["features"]["service"] == "challenge2_inputs_v1"
     assert exp["features"]["snapshot_id"].startswith("fs_")
     assert exp["data"]["dropped_missing_target"] > 0
-    assert exp["data"]["splits"]["train"]["subjects"] + exp["data"]["splits"]["val"]["subjects"] \
-        == len({s for r in feature_env.demo.subjects.values() for s in r}) \
-        - len(exp["data"]["subjects_without_target"])  # fmt: skip
+    assert exp["data"]["splits"]["train"]["subjects"] + exp["data"]["splits"]["val"][
+        "subjects"
+    ] == len({s for r in feature_env.demo.subjects.values() for s in r}) - len(
+        exp["data"]["subjects_without_target"]
+    )
     assert exp["config"]["train"]["features"] == "online"
     assert exp["code"]["commit"]
     assert "val_subject_nrmse" in exp["summary"] and "mean_predictor_nrmse" in exp["summary"]
@@ -114,12 +134,14 @@ def test_a_run_that_raises_ends_failed_with_its_traceback(train_settings, featur
 
 
 def test_resume_continues_at_the_next_epoch(train_settings, feature_env):
-    first = train(train_settings, _config(feature_env, epochs=1, features="historical"),
-                  progress=False)  # fmt: skip
+    first = train(
+        train_settings, _config(feature_env, epochs=1, features="historical"), progress=False
+    )
     assert first.last_epoch == 0
     steps_before = max(p["step"] for p in _history(train_settings, first.experiment_id)["steps"])
-    second = train(train_settings, resume=first.experiment_id, overrides={"epochs": 3},
-                   progress=False)  # fmt: skip
+    second = train(
+        train_settings, resume=first.experiment_id, overrides={"epochs": 3}, progress=False
+    )
     assert second.experiment_id == first.experiment_id
     assert second.resumed_from_epoch == 0
     assert [h["epoch"] for h in second.history] == [0, 1, 2]
@@ -138,8 +160,9 @@ def test_resume_continues_at_the_next_epoch(train_settings, feature_env):
 
 
 @pytest.mark.parametrize("outage", ["stopped", "hung"])
-def test_run_completes_when_redis_is_stopped_or_hung(train_settings, feature_env,
-                                                     start_local_redis, outage):
+def test_run_completes_when_redis_is_stopped_or_hung(
+    train_settings, feature_env, start_local_redis, outage
+):
     import os
     import signal
 
@@ -150,8 +173,11 @@ def test_run_completes_when_redis_is_stopped_or_hung(train_settings, feature_env
         os.kill(server.pid, signal.SIGSTOP)
     try:
         settings = train_settings.with_overrides(redis_url=server.uri)
-        result = train(settings, _config(feature_env, epochs=2, features="historical",
-                                         log_every=1), progress=False)  # fmt: skip
+        result = train(
+            settings,
+            _config(feature_env, epochs=2, features="historical", log_every=1),
+            progress=False,
+        )
     finally:
         if outage == "hung":
             os.kill(server.pid, signal.SIGCONT)
@@ -161,9 +187,13 @@ def test_run_completes_when_redis_is_stopped_or_hung(train_settings, feature_env
 
 
 def test_challenge1_run_on_the_other_layout(train_settings, feature_env):
-    result = train(train_settings, _config(feature_env, challenge=1, data=feature_env.c1_files,
-                                           features="online", val_release="R2"),
-                   progress=False)  # fmt: skip
+    result = train(
+        train_settings,
+        _config(
+            feature_env, challenge=1, data=feature_env.c1_files, features="online", val_release="R2"
+        ),
+        progress=False,
+    )
     assert result.primary_metric == "val_nrmse" and result.goal_nrmse is None
     assert result.data["split"]["how"] == "release" and result.data["crop_samples"] is None
     assert result.features["service"] == "challenge1_inputs_v1"
@@ -172,20 +202,45 @@ def test_challenge1_run_on_the_other_layout(train_settings, feature_env):
 def test_cli_train_prints_the_summary(train_settings, feature_env):
     from eegfs.cli import cli
 
-    runner = CliRunner(env={
-        "REDIS_URL": train_settings.redis_url,
-        "MONGO_URI": train_settings.mongo_uri,
-        "MONGO_DB": train_settings.mongo_db,
-        "EEGFS_DATA_DIR": str(train_settings.data_dir),
-        "EEGFS_FEATURE_REPO": str(train_settings.feature_repo),
-    })  # fmt: skip
-    out = runner.invoke(cli, ["train", "--challenge", "2", "--data", *feature_env.c2_files,
-                              "--epochs", "1", "--workers", "0", "--features", "none",
-                              "--batch-size", "8", "--no-progress"],
-                        catch_exceptions=False)  # fmt: skip
+    runner = CliRunner(
+        env={
+            "REDIS_URL": train_settings.redis_url,
+            "MONGO_URI": train_settings.mongo_uri,
+            "MONGO_DB": train_settings.mongo_db,
+            "EEGFS_DATA_DIR": str(train_settings.data_dir),
+            "EEGFS_FEATURE_REPO": str(train_settings.feature_repo),
+        }
+    )
+    out = runner.invoke(
+        cli,
+        [
+            "train",
+            "--challenge",
+            "2",
+            "--data",
+            *feature_env.c2_files,
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            "--features",
+            "none",
+            "--batch-size",
+            "8",
+            "--no-progress",
+        ],
+        catch_exceptions=False,
+    )
     assert out.exit_code == 0, out.output
-    for text in ("experiment", "best epoch", "subject-level", "mean predictor", "goal",
-                 "checkpoint", "eegfs runs show"):  # fmt: skip
+    for text in (
+        "experiment",
+        "best epoch",
+        "subject-level",
+        "mean predictor",
+        "goal",
+        "checkpoint",
+        "eegfs runs show",
+    ):
         assert text in out.output
     bad = runner.invoke(cli, ["train", "--resume", "0" * 24, "--data", feature_env.c2_files[0]])
     assert bad.exit_code == 2 and "--resume" in bad.output
