@@ -3,9 +3,10 @@
 Every other module receives a :class:`Settings` (or plain values taken from it) as an argument;
 nothing else reads ``os.environ`` for these keys.
 
-Resolution order for each value: process environment, then ``.env`` in the working directory,
-then (for the server addresses only) the state file of a server that ``eegfs services up``
-started here, then the built-in default.
+Resolution order for each value: process environment, then ``.env`` in the working directory
+(or the file that ``EEGFS_ENV_FILE`` names; an empty ``EEGFS_ENV_FILE`` reads none), then (for the
+server addresses only) the state file of a server that ``eegfs services up`` started here, then the
+built-in default.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ DEFAULT_MONGO_URI = f"mongodb://localhost:{DEFAULT_MONGO_PORT}/"
 DEFAULT_MONGO_DB = "eeg2025"
 DEFAULT_DATA_DIR = "data"
 DEFAULT_FEATURE_REPO = "feature_repo"
+DEFAULT_ENV_FILE = ".env"
+#: Names the settings file to read under the environment; empty means "read none".
+ENV_FILE_KEY = "EEGFS_ENV_FILE"
 
 #: Environment variables read by :func:`load_settings` (documented in README and .env.example).
 ENV_KEYS = (
@@ -115,10 +119,13 @@ def _read_state_uri(services_dir: Path, name: str) -> str | None:
     return uri if isinstance(uri, str) and uri else None
 
 
+_FROM_ENV = object()
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     *,
-    dotenv_path: str | os.PathLike[str] | None = ".env",
+    dotenv_path: str | os.PathLike[str] | None | object = _FROM_ENV,
 ) -> Settings:
     """Build the settings from ``env`` (default: ``os.environ``) layered over ``.env``.
 
@@ -128,8 +135,11 @@ def load_settings(
         Mapping to read instead of the process environment (tests pass their own).
     dotenv_path:
         ``.env`` file to read under the environment; ``None`` skips it. A missing file is fine.
+        By default it is ``EEGFS_ENV_FILE`` from ``env`` (empty: none), else ``.env``.
     """
     environ = os.environ if env is None else env
+    if dotenv_path is _FROM_ENV:
+        dotenv_path = environ.get(ENV_FILE_KEY, DEFAULT_ENV_FILE) or None
     values: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
         values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})

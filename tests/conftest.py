@@ -1,23 +1,32 @@
 """Session-scoped real servers for every test, and per-test isolation.
 
-Two layers, as in pytest-redis / pytest-mongo:
+The tests never touch a server that the user's environment or ``.env`` configures:
 
-* session fixtures ``redis_server_url`` / ``mongo_server_uri`` reuse a server that already answers
-  (REDIS_URL / MONGO_URI, or the default addresses) and otherwise start one on a free port with a
-  temporary data directory, stopped at the end of the session. A test never skips for a missing
-  server.
-* function fixtures isolate each test: ``redis_url`` is a dedicated Redis database number
-  (FLUSHDB before and after, never FLUSHALL), ``mongo_db_name`` a database of its own, dropped
+* At start-up :func:`pytest_configure` removes every setting the project reads (``REDIS_URL``,
+  ``MONGO_URI``, ``EEGFS_*``) from the process environment, turns off ``.env`` reading
+  (``EEGFS_ENV_FILE=``), points the data directory at a temporary one and the default server
+  ports at ports nothing listens on. Code that forgets to take the test's settings fails to
+  connect instead of reaching a real server.
+* Session fixtures ``redis_server_url`` / ``mongo_server_uri`` start a redis-server and a
+  MongoDB-wire server (secantusdb) of this session's own, on free ports, with data in a temporary
+  directory, and stop them at the end. ``EEGFS_TEST_REDIS_URL`` / ``EEGFS_TEST_MONGO_URI`` opt in
+  to other servers explicitly (their Redis databases 8-15 are flushed by the tests). A test never
+  skips for a missing server.
+* Function fixtures isolate each test: ``redis_url`` is a Redis database of its own (FLUSHDB
+  before and after, never FLUSHALL), ``mongo_db_name`` a MongoDB database of its own, dropped
   afterwards; ``settings`` bundles both with a temporary data directory.
 
-Factories ``start_local_redis`` / ``start_local_mongo`` give a test a private server it may stop
-and restart (outage tests).
+Factories ``start_local_redis`` / ``start_local_mongo`` give a test private servers that it may
+kill and restart (fault tests kill only those).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,11 +44,42 @@ from services.local import (
     start_redis,
     stop_process,
 )
-from services.settings import Settings, load_settings
+from services.settings import ENV_FILE_KEY, ENV_KEYS, Settings
+
+#: Explicit opt-in to servers the tests did not start (never read from ``.env``).
+TEST_REDIS_URL_KEY = "EEGFS_TEST_REDIS_URL"
+TEST_MONGO_URI_KEY = "EEGFS_TEST_MONGO_URI"
 
 # Redis databases the tests may FLUSHDB, one per test in turn. Database 0 is never touched.
 TEST_REDIS_DBS = tuple(range(8, 16))
 _redis_db_cycle = itertools.cycle(TEST_REDIS_DBS)
+
+REPO = Path(__file__).resolve().parents[1]
+FEATURE_REPO = REPO / "feature_repo"
+
+_scratch_dir: str | None = None
+
+
+def isolate_environment(environ: os._Environ | dict, scratch: str) -> None:
+    """Remove the user's settings from ``environ`` so nothing can reach a configured server."""
+    for key in ENV_KEYS:
+        environ.pop(key, None)
+    environ[ENV_FILE_KEY] = ""  # no .env, wherever a test runs
+    environ["EEGFS_DATA_DIR"] = str(Path(scratch) / "data")
+    # Default addresses point at ports nothing listens on (not at a user's localhost servers).
+    environ["EEGFS_REDIS_PORT"] = str(free_port())
+    environ["EEGFS_MONGO_PORT"] = str(free_port())
+
+
+def pytest_configure(config) -> None:
+    global _scratch_dir
+    _scratch_dir = tempfile.mkdtemp(prefix="eegfs-tests-")
+    isolate_environment(os.environ, _scratch_dir)
+
+
+def pytest_unconfigure(config) -> None:
+    if _scratch_dir is not None:
+        shutil.rmtree(_scratch_dir, ignore_errors=True)
 
 
 @contextmanager
@@ -51,12 +91,21 @@ def _local_server(start, tmp_dir: Path) -> Iterator[LocalServer]:
         stop_process(server.pid)
 
 
+def _opted_in(key: str, ping) -> str | None:
+    url = os.environ.get(key)
+    if not url:
+        return None
+    if ping(url) is None:
+        pytest.fail(f"{key} is set but that server does not answer; unset it to use own servers")
+    return url
+
+
 @pytest.fixture(scope="session")
 def redis_server_url(tmp_path_factory) -> Iterator[str]:
-    """Base URL (database 0) of a Redis server for this test session."""
-    configured = load_settings().redis_url
-    if ping_redis(configured) is not None:
-        yield configured
+    """Base URL (database 0) of this session's own Redis server (or ``EEGFS_TEST_REDIS_URL``)."""
+    opted = _opted_in(TEST_REDIS_URL_KEY, ping_redis)
+    if opted is not None:
+        yield opted
         return
     with _local_server(start_redis, tmp_path_factory.mktemp("redis")) as server:
         yield server.uri
@@ -64,10 +113,10 @@ def redis_server_url(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def mongo_server_uri(tmp_path_factory) -> Iterator[str]:
-    """URI of a MongoDB-wire server for this test session."""
-    configured = load_settings().mongo_uri
-    if ping_mongo(configured) is not None:
-        yield configured
+    """URI of this session's own MongoDB-wire server (or ``EEGFS_TEST_MONGO_URI``)."""
+    opted = _opted_in(TEST_MONGO_URI_KEY, ping_mongo)
+    if opted is not None:
+        yield opted
         return
     with _local_server(start_mongo, tmp_path_factory.mktemp("mongodb")) as server:
         yield server.uri
@@ -114,10 +163,22 @@ def settings(tmp_path, redis_url, mongo_server_uri, mongo_db_name) -> Settings:
         mongo_uri=mongo_server_uri,
         mongo_db=mongo_db_name,
         data_dir=tmp_path / "data",
-        feature_repo=Path(__file__).resolve().parents[1] / "feature_repo",
+        feature_repo=FEATURE_REPO,
         redis_source="configured",
         mongo_source="configured",
     )
+
+
+@pytest.fixture
+def cli_env(settings) -> dict[str, str]:
+    """Environment for the ``eegfs`` CLI that points at this test's servers and data directory."""
+    return {
+        "REDIS_URL": settings.redis_url,
+        "MONGO_URI": settings.mongo_uri,
+        "MONGO_DB": settings.mongo_db,
+        "EEGFS_DATA_DIR": str(settings.data_dir),
+        "EEGFS_FEATURE_REPO": str(settings.feature_repo),
+    }
 
 
 @pytest.fixture
@@ -125,8 +186,8 @@ def start_local_redis(tmp_path) -> Iterator:
     """Factory: start a private redis-server (stopped at teardown if still running)."""
     started: list[LocalServer] = []
 
-    def start(port: int | None = None) -> LocalServer:
-        server = start_redis(port or free_port(), tmp_path / f"redis-{len(started)}")
+    def start(port: int | None = None, workdir: Path | None = None) -> LocalServer:
+        server = start_redis(port or free_port(), workdir or tmp_path / f"redis-{len(started)}")
         started.append(server)
         return server
 

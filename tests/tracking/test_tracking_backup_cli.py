@@ -1,5 +1,4 @@
 """Backup/restore roundtrip, and the CLI end to end (migrate, list, show, best, compare, sync...)."""
-# ruff: noqa: F811 - pytest fixtures imported from test_tracking_support are parameter names
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import json
 import gridfs
 import pytest
 from click.testing import CliRunner
-from test_tracking_support import SHARED_FIXTURES, db, start_example_run, tracker  # noqa: F401
+from tracking_testlib import SHARED_FIXTURES, start_example_run
 
 from eegfs.cli import cli
 from services.connections import mongo_client
@@ -92,16 +91,6 @@ def test_damaged_backup_is_refused_before_writing(db, tmp_path, settings):
         client.close()
     with pytest.raises(BackupError, match="no manifest.json"):
         restore_database(db, tmp_path)
-
-
-@pytest.fixture
-def cli_env(settings):
-    return {
-        "MONGO_URI": settings.mongo_uri,
-        "MONGO_DB": settings.mongo_db,
-        "EEGFS_DATA_DIR": str(settings.data_dir),
-        "REDIS_URL": settings.redis_url,
-    }
 
 
 def _run(env, *args):

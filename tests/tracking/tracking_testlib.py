@@ -1,40 +1,14 @@
-"""Shared fixtures and helpers of the tracking tests (imported by each tests/test_tracking_*.py).
-
-A Tracker on the test's private database and a direct pymongo handle on that database.
-"""
+"""Helpers of the tracking tests (their fixtures live in conftest.py next to this file)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from services.connections import mongo_client
 from tracking import Tracker
 
 # A copy of ../shared/fixtures/eeg2025_metadata.db (a real EEG2025 run log, 72 KB), kept in the
 # repository so the tests run from any clone.
-SHARED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-@pytest.fixture
-def tracker(settings) -> Iterator[Tracker]:
-    t = Tracker(settings)
-    try:
-        yield t
-    finally:
-        t.close()
-
-
-@pytest.fixture
-def db(settings):
-    """The test's private database, read directly with pymongo (not through the tracker)."""
-    client = mongo_client(settings.mongo_uri)
-    try:
-        yield client[settings.mongo_db]
-    finally:
-        client.close()
+SHARED_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def start_example_run(tracker: Tracker, name: str = "eegnex-test", challenge: int = 2, **kwargs):

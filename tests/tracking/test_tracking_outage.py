@@ -1,5 +1,4 @@
 """Nothing is lost while MongoDB is away: stop the real server mid-run, restart it, compare."""
-# ruff: noqa: F811 - pytest fixtures imported from test_tracking_support are parameter names
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from pathlib import Path
 import gridfs
 import pytest
 from bson import ObjectId
-from test_tracking_support import db, start_example_run  # noqa: F401 - fixtures
+from tracking_testlib import start_example_run
 
 from services.connections import mongo_client
 from services.local import free_port, stop_process
@@ -21,7 +20,7 @@ from tracking import Tracker, TrackingUnavailableError
 from tracking.spool import SPOOL_GLOB
 from tracking.sync import sync_spool
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _wait_synced(tracker: Tracker, deadline_s: float = 90.0) -> bool:

@@ -1,5 +1,4 @@
 """Search, best N per challenge, compare, history and live watching."""
-# ruff: noqa: F811 - pytest fixtures imported from test_tracking_support are parameter names
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ import datetime as dt
 import threading
 
 import pytest
-from test_tracking_support import db, start_example_run, tracker  # noqa: F401 - fixtures
+from tracking_testlib import start_example_run
 
 from tracking import InvalidIdError, NotFoundError
 from tracking.queries import best_runs, compare_runs, parse_metric_filter, run_history, search_runs

@@ -1,11 +1,10 @@
 """Model registry: versions, aliases, lineage, loading on another machine with checksums."""
-# ruff: noqa: F811 - pytest fixtures imported from test_tracking_support are parameter names
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_tracking_support import db, start_example_run, tracker  # noqa: F401 - fixtures
+from tracking_testlib import start_example_run
 
 from tracking import ChecksumMismatchError, NotFoundError
 from tracking.registry import ModelRegistry

@@ -1,5 +1,4 @@
 """The Tracker API used by training, against the real MongoDB-wire server."""
-# ruff: noqa: F811 - pytest fixtures imported from test_tracking_support are parameter names
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from pathlib import Path
 import gridfs
 import pytest
 from bson import ObjectId
-from test_tracking_support import db, start_example_run, tracker  # noqa: F401 - fixtures
+from tracking_testlib import start_example_run
 
 from tracking import (
     ChecksumMismatchError,
@@ -304,7 +303,7 @@ def test_attach_log_is_capped_to_its_tail(tracker, db, monkeypatch):
 def test_tracking_imports_only_services():
     import ast
 
-    root = Path(__file__).resolve().parents[1] / "tracking"
+    root = Path(__file__).resolve().parents[2] / "tracking"
     for path in root.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []

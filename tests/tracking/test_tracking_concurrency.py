@@ -1,12 +1,11 @@
 """Eight processes logging at once lose nothing and duplicate nothing."""
-# ruff: noqa: F811 - pytest fixtures imported from test_tracking_support are parameter names
 
 from __future__ import annotations
 
 import multiprocessing
 
 from bson import ObjectId
-from test_tracking_support import concurrent_writer, db, start_example_run  # noqa: F401
+from tracking_testlib import concurrent_writer, start_example_run
 
 from tracking import Tracker
 

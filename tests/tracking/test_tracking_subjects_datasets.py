@@ -1,6 +1,5 @@
 """`subjects sync` from parsed participants rows + feature summaries, `datasets register` of HDF5
 files (read by the CLI with the feature build's reader, recorded by tracking)."""
-# ruff: noqa: F811 - pytest fixtures imported from test_tracking_support are parameter names
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from test_tracking_support import db  # noqa: F401 - fixtures
 
 from eegfs.cli import cli
 from pipelines.participants import read_participants
@@ -56,16 +54,6 @@ def _features(
 def _parsed(*paths: Path) -> dict:
     """What `eegfs subjects sync` passes to tracking: resolved path -> parsed rows."""
     return {p.resolve(): read_participants(p, extra_columns=True) for p in paths}
-
-
-@pytest.fixture
-def cli_env(settings):
-    return {
-        "MONGO_URI": settings.mongo_uri,
-        "MONGO_DB": settings.mongo_db,
-        "EEGFS_DATA_DIR": str(settings.data_dir),
-        "REDIS_URL": settings.redis_url,
-    }
 
 
 def _run(env, *args):

@@ -1,12 +1,10 @@
 """Op records: grouped application equals one-by-one application, and replays are idempotent."""
-# ruff: noqa: F811 - pytest fixtures imported from test_tracking_support are parameter names
 
 from __future__ import annotations
 
 import datetime as dt
 
 from bson import ObjectId
-from test_tracking_support import db  # noqa: F401 - fixtures
 
 from services.connections import mongo_client
 from tracking.ops import OpApplier

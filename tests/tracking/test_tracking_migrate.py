@@ -1,5 +1,4 @@
 """SQLite migration of the real EEG2025 run log (tests/fixtures, copied from ../shared/fixtures) and of a synthetic one."""
-# ruff: noqa: F811 - pytest fixtures imported from test_tracking_support are parameter names
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from test_tracking_support import SHARED_FIXTURES, db  # noqa: F401 - fixtures
+from tracking_testlib import SHARED_FIXTURES
 
 from tracking.errors import MigrationError
 from tracking.migrate import migrate_sqlite
