@@ -93,7 +93,7 @@ demo: features
 # Installs no system packages: tests that need a missing tool (docker-compose, chromium) are skipped
 # with a reason naming the package; .ci/run installs them.
 test: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/bench_features.py
