@@ -311,28 +311,77 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and "Commands:" in result.stdout
 
 
-@pytest.mark.skipif(
+COMPOSE_PASSWORDS = {
+    "REDIS_PASSWORD": "r,e=d@i:s/%0 {}",
+    "MONGO_ROOT_USER": "root",
+    "MONGO_ROOT_PASSWORD": "ro=ot,pw",
+    "MONGO_APP_USER": "eegfs",
+    "MONGO_APP_PASSWORD": "app pw",
+}
+needs_compose = pytest.mark.skipif(
     shutil.which("docker-compose") is None,
     reason="docker-compose is not installed (Debian package docker-compose; .ci/run installs it)",
 )
-def test_docker_compose_file_is_valid():
-    """Validated by Debian's docker-compose 1.29 (no engine needed); `.ci/run` installs it."""
-    result = subprocess.run(
-        ["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config"],
+
+
+def _compose_config(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`docker-compose config` of the repository's file, with no .env but the one given here."""
+    base = {k: v for k, v in os.environ.items() if k not in COMPOSE_PASSWORDS}
+    return subprocess.run(
+        ["docker-compose", "-f", str(REPO / "docker-compose.yml")]
+        + ["--project-directory", str(tmp_path), "config"],
+        env={**base, **env},
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@needs_compose
+def test_docker_compose_file_is_valid_and_secure(tmp_path):
+    """Validated by Debian's docker-compose 1.29 (no engine needed); `.ci/run` installs it."""
+    result = _compose_config(tmp_path, COMPOSE_PASSWORDS)
     assert result.returncode == 0, result.stderr
     import yaml
 
     config = yaml.safe_load(result.stdout)
     mongo, redis = config["services"]["mongo"], config["services"]["redis"]
+    for service in (mongo, redis):
+        for port in service["ports"]:
+            assert str(port).startswith("127.0.0.1:"), port  # never every interface
     assert mongo["image"] == "mongo:7.0" and "--replSet" in mongo["command"]
-    assert "rs.initiate" in " ".join(mongo["healthcheck"]["test"])
-    assert redis["image"] == "redis:7.2" and "--appendonly" in redis["command"]
+    assert "--keyFile" in mongo["command"]  # a replica set with a keyFile runs with auth on
+    env = mongo["environment"]
+    assert env["MONGO_INITDB_ROOT_USERNAME"] == "root"
+    assert env["MONGO_INITDB_ROOT_PASSWORD"] == COMPOSE_PASSWORDS["MONGO_ROOT_PASSWORD"]
+    assert env["EEGFS_APP_PASSWORD"] == COMPOSE_PASSWORDS["MONGO_APP_PASSWORD"]
+    health = " ".join(mongo["healthcheck"]["test"])
+    assert "rs.initiate" in health and "createUser" in health and "--password" in health
+    assert redis["image"] == "redis:7.2"
+    assert "--appendonly yes" in " ".join(redis["command"])
+    assert "--requirepass" in " ".join(redis["command"])
+    assert redis["environment"]["REDIS_PASSWORD"] == COMPOSE_PASSWORDS["REDIS_PASSWORD"]
     assert "healthcheck" in redis
-    assert {"mongo-data", "redis-data"} <= set(config["volumes"])
+    assert {"mongo-data", "mongo-config", "redis-data"} <= set(config["volumes"])
+    # Every credential is required (`${VAR:?message}`): no default, no empty value.
+    text = "\n".join(
+        line
+        for line in (REPO / "docker-compose.yml").read_text().splitlines()
+        if not line.lstrip().startswith("#")
+    )
+    references = re.findall(r"\$\{(\w*(?:PASSWORD|USER)\w*)([^}]*)\}", text)
+    assert references and all(rest.startswith(":?") for _, rest in references), references
+
+
+@needs_compose
+@pytest.mark.parametrize("missing", sorted(COMPOSE_PASSWORDS))
+def test_docker_compose_refuses_a_missing_or_empty_password(tmp_path, missing):
+    unset = {k: v for k, v in COMPOSE_PASSWORDS.items() if k != missing}
+    result = _compose_config(tmp_path, unset)
+    assert result.returncode != 0 and missing in result.stderr
+    result = _compose_config(tmp_path, {**unset, missing: ""})
+    assert result.returncode != 0 and missing in result.stderr
 
 
 def test_constraints_pin_torch_cpu_and_stay_inside_feast_caps():
@@ -346,3 +395,33 @@ def test_constraints_pin_torch_cpu_and_stay_inside_feast_caps():
     assert int(pins["numpy"].split(".")[0]) < 3
     assert int(pins["redis"].split(".")[0]) < 8
     assert pins["feast"].startswith("0.67.")
+
+
+def test_compose_env_adds_missing_credentials_once_and_never_prints_them(tmp_path):
+    from urllib.parse import unquote, urlsplit
+
+    from dotenv import dotenv_values
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("MONGO_DB=lab\nMONGO_APP_PASSWORD='p@ss w/rd'")  # no final newline
+    result = CliRunner().invoke(cli, ["services", "compose-env", "--env-file", str(env_file)])
+    assert result.exit_code == 0, result.output
+    values = dotenv_values(env_file)
+    assert values["MONGO_DB"] == "lab" and values["MONGO_APP_PASSWORD"] == "p@ss w/rd"
+    assert len(values["REDIS_PASSWORD"]) >= 24 and values["MONGO_ROOT_USER"] == "root"
+    for key in ("REDIS_PASSWORD", "MONGO_ROOT_PASSWORD", "MONGO_APP_PASSWORD"):
+        assert values[key] not in result.output
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    redis_url, mongo_uri = urlsplit(values["REDIS_URL"]), urlsplit(values["MONGO_URI"])
+    assert unquote(redis_url.password) == values["REDIS_PASSWORD"]
+    assert redis_url.hostname == "127.0.0.1" and mongo_uri.hostname == "127.0.0.1"
+    assert unquote(mongo_uri.password) == "p@ss w/rd" and "replicaSet=rs0" in mongo_uri.query
+    settings = load_settings({}, dotenv_path=env_file)
+    assert settings.redis_url == values["REDIS_URL"] and settings.mongo_db == "lab"
+
+    before = env_file.read_text()
+    again = CliRunner().invoke(cli, ["services", "compose-env", "--env-file", str(env_file)])
+    assert again.exit_code == 0 and "nothing changed" in again.output
+    assert env_file.read_text() == before
+    if shutil.which("docker-compose"):
+        assert _compose_config(tmp_path, {}).returncode == 0  # compose reads the same .env

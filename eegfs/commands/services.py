@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from eegfs.commands import console
@@ -46,6 +48,31 @@ def up(settings: Settings) -> None:
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from exc
     _print_status(statuses)
+
+
+@services.command("compose-env")
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".env"),
+    show_default=True,
+    help="File to add the credentials to (created with mode 0600 when missing).",
+)
+def compose_env(env_file: Path) -> None:
+    """Add random passwords and the matching URIs for docker-compose.yml's servers to .env.
+
+    Only keys that the file does not set yet are added (REDIS_PASSWORD, MONGO_ROOT_USER,
+    MONGO_ROOT_PASSWORD, MONGO_APP_USER, MONGO_APP_PASSWORD, REDIS_URL, MONGO_URI); values are
+    never printed. Then: docker compose up -d.
+    """
+    from services.compose_env import write_compose_env
+
+    added = write_compose_env(env_file)
+    if not added:
+        click.echo(f"{env_file} already sets every compose credential; nothing changed")
+        return
+    click.echo(f"added to {env_file}: {', '.join(added)}")
+    click.echo("next: docker compose up -d   (the project reads REDIS_URL and MONGO_URI from .env)")
 
 
 @services.command()
