@@ -300,24 +300,6 @@ def test_attach_log_is_capped_to_its_tail(tracker, db, monkeypatch):
     assert doc["summary"] == {"val_loss": 0.5}
 
 
-def test_tracking_imports_only_services():
-    import ast
-
-    root = Path(__file__).resolve().parents[2] / "tracking"
-    for path in root.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                top = name.split(".")[0]
-                assert top not in ("pipelines", "training", "dashboard", "eegfs"), (
-                    f"{path.name} imports {name}"
-                )
-
-
 def test_invalid_mongo_uri_is_a_clear_error(settings):
     with pytest.raises(TrackingError, match="not a valid MongoDB address"):
         Tracker(settings.with_overrides(mongo_uri="http://localhost:27017"))
