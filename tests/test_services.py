@@ -169,6 +169,23 @@ def test_configured_server_is_used_and_never_stopped(redis_server_url, mongo_ser
     assert ping_redis(redis_server_url) is not None
 
 
+def test_services_cli_with_configured_servers(redis_server_url, mongo_server_uri, tmp_path):
+    env = {
+        "REDIS_URL": redis_server_url,
+        "MONGO_URI": mongo_server_uri,
+        "EEGFS_DATA_DIR": str(tmp_path),
+    }
+    runner = CliRunner()
+    up = runner.invoke(cli, ["services", "up"], env=env)
+    assert up.exit_code == 0, up.output
+    assert up.output.count("configured") == 2 and "yes" in up.output
+    status = runner.invoke(cli, ["services", "status"], env=env)
+    assert status.exit_code == 0 and "redis" in status.output and "mongodb" in status.output
+    down = runner.invoke(cli, ["services", "down"], env=env)
+    assert down.exit_code == 0 and "nothing started here is running" in down.output
+    assert ping_redis(redis_server_url) is not None and ping_mongo(mongo_server_uri) is not None
+
+
 def test_configured_server_that_does_not_answer_is_an_error(tmp_path):
     settings = Settings(
         redis_url=f"redis://:secret@127.0.0.1:{free_port()}/0",
@@ -474,12 +491,8 @@ def test_library_errors_are_one_line_without_traceback(args, env, status, messag
 
 
 def test_debug_log_level_shows_the_traceback_of_a_user_error(tmp_path):
-    env = {
-        "PATH": os.environ["PATH"],
-        "EEGFS_ENV_FILE": "",
-        "EEGFS_DATA_DIR": str(tmp_path),
-        "REDIS_URL": "redis://127.0.0.1:1/0",
-    }
+    # os.environ holds no user setting (conftest removes them) and lets coverage follow the child.
+    env = {**os.environ, "EEGFS_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0"}
     command = [sys.executable, "-m", "eegfs", "--log-level", "DEBUG", "services", "up"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1
