@@ -6,6 +6,9 @@ for) with one writer and with 8 concurrent writer processes, next to raw pymongo
 time until the tracker's writes are durable in MongoDB (``flush``), the call latency while the
 server is unreachable (spool), and checks that 8 writers lose and duplicate nothing.
 
+The targets it prints (``target: ... OK`` / ``MISSED``) are checked: the exit status is 1 when
+one is missed, so ``make bench`` fails.
+
 Run: ``.venv/bin/python benchmarks/bench_tracking.py`` (about 1-2 minutes). Uses MONGO_URI
 when a server answers there, else starts a private secantusdb on a free port.
 """
@@ -15,14 +18,17 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from bson import ObjectId
+from pymongo.errors import PyMongoError
 
 from services.connections import mask_uri, mongo_client
 from services.local import free_port, ping_mongo, start_mongo, stop_process
@@ -138,6 +144,154 @@ def offline_latency(tmp: Path, calls: int) -> list[float]:
     return lat
 
 
+@dataclass(frozen=True)
+class Target:
+    """A target this benchmark prints and checks: the exit status is non-zero when one is missed."""
+
+    name: str
+    measured: str
+    met: bool
+
+
+def check_targets(targets: list[Target]) -> bool:
+    """Print every target with OK / MISSED; True when all are met."""
+    print()
+    for target in targets:
+        print(f"target: {target.name}: {target.measured} {'OK' if target.met else 'MISSED'}")
+    return all(t.met for t in targets)
+
+
+def one_writer(uri: str, settings: Settings, args) -> tuple[list, dict, float, float]:
+    """Table rows, tracker results, tracker wall time and raw insert time of one writer."""
+    spe = max(1, args.steps // args.epochs)
+    raw = raw_writer(uri, settings.mongo_db, args.epochs, args.steps, spe, 500)
+    t0 = time.perf_counter()
+    one = tracker_writer(settings, args.epochs, args.steps, spe)
+    total_tracker = time.perf_counter() - t0
+    rows = [
+        ("log_epoch, 1 writer", ms(one["epoch"]), "insert_many([epoch])", ms(raw["epoch"])),
+        (
+            "log_metrics per step, 1 writer",
+            ms(one["step"]),
+            "insert_many(500 points)/500",
+            tuple(v / 500 for v in ms(raw["batch"])),
+        ),
+    ]
+    return rows, one, total_tracker, sum(raw["epoch"]) + sum(raw["batch"])
+
+
+def many_writers(uri: str, settings: Settings, epochs: int, steps: int) -> tuple[list, list]:
+    """Table rows and tracker results of WRITERS concurrent writer processes."""
+    ctx = multiprocessing.get_context("spawn")
+    spe = max(1, steps // epochs)
+    with ctx.Pool(WRITERS) as pool:
+        raws = pool.starmap(
+            raw_writer, [(uri, settings.mongo_db, epochs, steps, spe, 500)] * WRITERS
+        )
+    with ctx.Pool(WRITERS) as pool:
+        many = pool.starmap(tracker_writer, [(settings, epochs, steps, spe)] * WRITERS)
+    rows = [
+        (
+            f"log_epoch, {WRITERS} writers",
+            ms([x for r in many for x in r["epoch"]]),
+            "insert_many([epoch])",
+            ms([x for r in raws for x in r["epoch"]]),
+        ),
+        (
+            f"log_metrics per step, {WRITERS} writers",
+            ms([x for r in many for x in r["step"]]),
+            "insert_many(500 points)/500",
+            tuple(v / 500 for v in ms([x for r in raws for x in r["batch"]])),
+        ),
+    ]
+    return rows, many
+
+
+def lost_and_duplicated(db, results: list[dict], epochs: int, steps: int) -> tuple[int, int]:
+    """Epochs and step points missing from, or stored twice in, MongoDB over every writer."""
+    lost = dup = 0
+    for r in results:
+        exp = ObjectId(r["run_id"])
+        logged = [e["epoch"] for e in db.epochs.find({"experiment_id": exp}, {"epoch": 1})]
+        points = [p["step"] for b in db.metrics.find({"experiment_id": exp}) for p in b["points"]]
+        lost += len(set(range(epochs)) - set(logged)) + len(set(range(steps)) - set(points))
+        dup += (len(logged) - len(set(logged))) + (len(points) - len(set(points)))
+    return lost, dup
+
+
+def print_table(rows: list) -> None:
+    print()
+    print(
+        f"{'operation':<38} {'p50 ms':>8} {'p99 ms':>8} | {'raw pymongo baseline':<34} {'p50 ms':>8} "
+        f"{'p99 ms':>8} | {'ratio p50':>9} {'ratio p99':>9}"
+    )
+    for name, (p50, p99), base, (b50, b99) in rows:
+        print(
+            f"{name:<38} {p50:8.4f} {p99:8.4f} | {base:<34} {b50:8.4f} {b99:8.4f} | "
+            f"{p50 / b50:9.3f} {p99 / b99:9.3f}"
+        )
+
+
+def run_benchmark(uri: str, settings: Settings, args, tmp: Path) -> bool:
+    """Every measurement, printed; True when every target is met."""
+    rows, one, total_tracker, raw_total = one_writer(uri, settings, args)
+    we, ws = args.writers_epochs, args.writers_steps
+    rows8, many = many_writers(uri, settings, we, ws)
+    client = mongo_client(uri)
+    try:
+        lost, dup = lost_and_duplicated(client[settings.mongo_db], many, we, ws)
+    finally:
+        client.close()
+    all_synced = all(r["synced"] for r in many) and one["synced"]
+    offline = offline_latency(tmp / "offline", 300)
+
+    print_table(rows + rows8)
+    print()
+    print(
+        f"time until durable, 1 writer: tracker {total_tracker:.2f} s for {args.epochs} epochs + "
+        f"{args.steps} steps (flush after the last call {one['flush_s']:.2f} s); raw inserts "
+        f"{raw_total:.2f} s; ratio {total_tracker / raw_total:.2f}"
+    )
+    o50, o99 = ms(offline)
+    print(
+        f"server unreachable: log_epoch+log_metrics+heartbeat p50 {o50:.3f} ms, p99 {o99:.3f} ms, "
+        f"max {max(offline) * 1e3:.3f} ms"
+    )
+    print(
+        f"mean log_epoch {statistics.mean(one['epoch']) * 1e3:.4f} ms over {len(one['epoch'])} calls"
+    )
+    p99_one = ms(one["epoch"])[1]
+    return check_targets(
+        [
+            Target("log_epoch p99 < 5 ms with one writer", f"{p99_one:.3f} ms", p99_one < 5.0),
+            Target(
+                "calls while MongoDB is unreachable never take 200 ms",
+                f"max {max(offline) * 1e3:.3f} ms",
+                max(offline) < 0.2,
+            ),
+            Target(
+                f"{WRITERS} writers lose and duplicate nothing",
+                f"lost {lost}, duplicated {dup}",
+                lost == 0 and dup == 0,
+            ),
+            Target(
+                "every writer's writes are in MongoDB after flush()", str(all_synced), all_synced
+            ),
+        ]
+    )
+
+
+def drop_database(uri: str, db_name: str) -> None:
+    """Remove the benchmark's database from a configured server (a warning when that fails)."""
+    client = mongo_client(uri, timeout_ms=10_000)  # dropping many documents takes a while
+    try:
+        client.drop_database(db_name)
+    except PyMongoError as exc:
+        print(f"warning: could not drop database {db_name} ({exc}); drop it by hand")
+    finally:
+        client.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2000, help="log_epoch calls, one writer")
@@ -161,113 +315,20 @@ def main() -> int:
         uri = server.uri
     db_name = f"bench_tracking_{uuid.uuid4().hex[:8]}"
     settings = Settings(mongo_uri=uri, mongo_db=db_name, data_dir=tmp / "data")
-    client = mongo_client(uri)
-    rows = []
+    print(
+        f"MongoDB: {mask_uri(uri)} ({'started here: secantusdb' if server else 'configured'}), "
+        f"db {db_name}, python {sys.version.split()[0]}"
+    )
     try:
-        print(
-            f"MongoDB: {mask_uri(uri)} ({'started here: secantusdb' if server else 'configured'}), "
-            f"db {db_name}, python {sys.version.split()[0]}"
-        )
-        # --- one writer ---------------------------------------------------------------------
-        spe = max(1, args.steps // args.epochs)
-        raw1 = raw_writer(uri, db_name, args.epochs, args.steps, spe, 500)
-        t0 = time.perf_counter()
-        one = tracker_writer(settings, args.epochs, args.steps, spe)
-        total_tracker = time.perf_counter() - t0
-        raw_total = sum(raw1["epoch"]) + sum(raw1["batch"])
-        rows.append(
-            ("log_epoch, 1 writer", ms(one["epoch"]), "insert_many([epoch])", ms(raw1["epoch"]))
-        )
-        rows.append(
-            (
-                "log_metrics per step, 1 writer",
-                ms(one["step"]),
-                "insert_many(500 points)/500",
-                tuple(v / 500 for v in ms(raw1["batch"])),
-            )
-        )
-
-        # --- 8 writers ----------------------------------------------------------------------
-        ctx = multiprocessing.get_context("spawn")
-        we, ws = args.writers_epochs, args.writers_steps
-        wspe = max(1, ws // we)
-        with ctx.Pool(WRITERS) as pool:
-            raws = pool.starmap(raw_writer, [(uri, db_name, we, ws, wspe, 500)] * WRITERS)
-        with ctx.Pool(WRITERS) as pool:
-            many = pool.starmap(tracker_writer, [(settings, we, ws, wspe)] * WRITERS)
-        epoch8 = [x for r in many for x in r["epoch"]]
-        step8 = [x for r in many for x in r["step"]]
-        raw_epoch8 = [x for r in raws for x in r["epoch"]]
-        raw_batch8 = [x for r in raws for x in r["batch"]]
-        rows.append(
-            (f"log_epoch, {WRITERS} writers", ms(epoch8), "insert_many([epoch])", ms(raw_epoch8))
-        )
-        rows.append(
-            (
-                f"log_metrics per step, {WRITERS} writers",
-                ms(step8),
-                "insert_many(500 points)/500",
-                tuple(v / 500 for v in ms(raw_batch8)),
-            )
-        )
-
-        # --- correctness of the 8 writers ---------------------------------------------------
-        db = client[db_name]
-        lost = dup = 0
-        for r in many:
-            exp = ObjectId(r["run_id"])
-            epochs = [e["epoch"] for e in db.epochs.find({"experiment_id": exp}, {"epoch": 1})]
-            steps = [
-                p["step"] for b in db.metrics.find({"experiment_id": exp}) for p in b["points"]
-            ]
-            lost += len(set(range(we)) - set(epochs)) + len(set(range(ws)) - set(steps))
-            dup += (len(epochs) - len(set(epochs))) + (len(steps) - len(set(steps)))
-        all_synced = all(r["synced"] for r in many) and one["synced"]
-
-        # --- server unreachable -------------------------------------------------------------
-        offline = offline_latency(tmp / "offline", 300)
-
-        print()
-        print(
-            f"{'operation':<38} {'p50 ms':>8} {'p99 ms':>8} | {'raw pymongo baseline':<34} {'p50 ms':>8} "
-            f"{'p99 ms':>8} | {'ratio p50':>9} {'ratio p99':>9}"
-        )
-        for name, (p50, p99), base, (b50, b99) in rows:
-            print(
-                f"{name:<38} {p50:8.4f} {p99:8.4f} | {base:<34} {b50:8.4f} {b99:8.4f} | "
-                f"{p50 / b50:9.3f} {p99 / b99:9.3f}"
-            )
-        print()
-        print(
-            f"time until durable, 1 writer: tracker {total_tracker:.2f} s for {args.epochs} epochs + "
-            f"{args.steps} steps (flush after the last call {one['flush_s']:.2f} s); raw inserts "
-            f"{raw_total:.2f} s; ratio {total_tracker / raw_total:.2f}"
-        )
-        o50, o99 = ms(offline)
-        print(
-            f"server unreachable: log_epoch+log_metrics+heartbeat p50 {o50:.3f} ms, p99 {o99:.3f} ms, "
-            f"max {max(offline) * 1e3:.3f} ms (limit 200 ms)"
-        )
-        print(
-            f"{WRITERS} writers x ({we} epochs + {ws} steps): lost {lost}, duplicated {dup}, "
-            f"all flushed {all_synced}"
-        )
-        p99_one = ms(one["epoch"])[1]
-        ok = lost == 0 and dup == 0 and all_synced and p99_one < 5.0 and max(offline) < 0.2
-        print(
-            f"targets: log_epoch p99 < 5 ms with one writer: {p99_one:.3f} ms "
-            f"{'OK' if p99_one < 5 else 'MISSED'}; 8 writers lose/duplicate nothing: "
-            f"{'OK' if lost == dup == 0 else 'MISSED'}"
-        )
-        print(
-            f"mean log_epoch {statistics.mean(one['epoch']) * 1e3:.4f} ms over {len(one['epoch'])} calls"
-        )
-        return 0 if ok else 1
+        ok = run_benchmark(uri, settings, args, tmp)
     finally:
-        client.drop_database(db_name)
-        client.close()
         if server is not None:
-            stop_process(server.pid)
+            stop_process(server.pid)  # its data lives in tmp, removed below
+        else:
+            drop_database(uri, db_name)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("all targets met" if ok else "some targets MISSED: exit status 1")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

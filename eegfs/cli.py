@@ -1,7 +1,9 @@
 """``eegfs``: the one console script. Each subcommand parses arguments and calls one library
 function; heavy imports happen inside the commands so ``eegfs --help`` stays fast.
 
-Command groups live in ``eegfs/commands/<area>.py`` and are attached at the bottom of this file.
+Command groups live in ``eegfs/commands/<group>.py`` and are attached at the bottom of this file.
+Errors are turned into exits in one place, :class:`eegfs.errors.HandledGroup` (the root group):
+commands never catch library errors themselves.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ import logging
 
 import click
 
+from eegfs.errors import HandledGroup
 from services.settings import load_settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=HandledGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--log-level",
     default="WARNING",
@@ -49,18 +55,17 @@ def main() -> None:
 
 
 # --- command groups (one module each) -----------------------------------------------------------
-from eegfs.commands import services as _services  # noqa: E402
+from eegfs.commands import (  # noqa: E402
+    database,
+    datasets,
+    demo,
+    features,
+    models,
+    runs,
+    services,
+    subjects,
+    train,
+)
 
-_services.register(cli)
-from eegfs.commands import demo as _demo  # noqa: E402
-
-_demo.register(cli)
-from eegfs.commands import features as _features  # noqa: E402
-
-_features.register(cli)
-from eegfs.commands import tracking as _tracking  # noqa: E402
-
-_tracking.register(cli)
-from eegfs.commands import train as _train  # noqa: E402
-
-_train.register(cli)
+for _group in (services, demo, features, runs, models, subjects, datasets, database, train):
+    _group.register(cli)

@@ -1,4 +1,4 @@
-"""File helpers shared by every package: sha256 of a file, atomic writes, fsync.
+"""File helpers shared by every package: sha256 of a file, atomic writes and copies, fsync.
 
 Atomic write: the content goes to a temporary file in the destination's directory (same file
 system, so the rename is atomic), is flushed and fsynced, then ``os.replace``-d over the
@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 #: Read size for hashing and copying (1 MiB).
@@ -105,10 +105,36 @@ def atomic_write_text(
     return Path(path)
 
 
+def atomic_write_chunks(path: str | os.PathLike[str], chunks: Iterable[bytes]) -> str:
+    """Write ``chunks`` to ``path`` atomically (see :func:`atomic_path`), hashing as it goes.
+
+    Returns the hex sha256 of what was written. Nothing is left at ``path`` on failure (a
+    download stream that breaks half-way, say).
+    """
+    digest = hashlib.sha256()
+    with atomic_path(path, suffix=".part") as tmp, open(tmp, "wb") as out:
+        for chunk in chunks:
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def atomic_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> str:
+    """Copy ``src`` to ``dest`` atomically and return the sha256 of the copied bytes.
+
+    Hashing the bytes copied (not the source afterwards) gives the checksum of the copy even
+    when ``src`` is overwritten at the same time, e.g. by the next checkpoint save.
+    """
+    with open(src, "rb") as fh:
+        return atomic_write_chunks(dest, iter(lambda: fh.read(CHUNK), b""))
+
+
 __all__ = [
     "CHUNK",
+    "atomic_copy",
     "atomic_path",
     "atomic_write_bytes",
+    "atomic_write_chunks",
     "atomic_write_text",
     "fsync_dir",
     "fsync_file",

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,43 +135,60 @@ def _spawn(command: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
         )
 
 
+def _start_server(
+    name: str,
+    label: str,
+    *,
+    port: int,
+    workdir: Path,
+    command: list[str],
+    uri: str,
+    answers: Callable[[str], bool],
+    timeout_s: float,
+) -> LocalServer:
+    """Start ``command`` as a server in its own session and wait until ``answers(uri)``.
+
+    The one start sequence of every local server: refuse a port already in use, spawn with the
+    log at ``<workdir>/<name>.log``, wait for an answer (failing with the log's tail when the
+    process exits or stays silent), and describe the result as a :class:`LocalServer`.
+    """
+    if port_in_use(port):
+        raise ServiceError(f"cannot start {label}: port {port} is already in use")
+    log_path = workdir / f"{name}.log"
+    process = _spawn(command, log_path, workdir)
+    _wait_until(lambda: answers(uri), timeout_s, process, label, log_path)
+    return LocalServer(name, uri, process.pid, port, workdir, log_path, tuple(command))
+
+
+def _workdir(path: Path) -> Path:
+    workdir = Path(path).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
 def start_redis(
     port: int, workdir: Path, *, binary: Path | None = None, timeout_s: float = 15.0
 ) -> LocalServer:
     """Start ``redis-server`` on 127.0.0.1:``port`` with data and log in ``workdir``."""
-    if port_in_use(port):
-        raise ServiceError(f"cannot start Redis: port {port} is already in use")
     binary = binary or find_redis_server()
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "redis.log"
+    workdir = _workdir(workdir)
     command = [
         str(binary),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(workdir),
-        "--dbfilename",
-        "dump.rdb",
-        "--save",
-        "60 1",
-        "--appendonly",
-        "no",
-        "--daemonize",
-        "no",
-        "--protected-mode",
-        "yes",
+        *("--port", str(port), "--bind", "127.0.0.1"),
+        *("--dir", str(workdir), "--dbfilename", "dump.rdb"),
+        *("--save", "60 1", "--appendonly", "no"),
+        *("--daemonize", "no", "--protected-mode", "yes"),
     ]
-    process = _spawn(command, log_path, workdir)
-    uri = f"redis://127.0.0.1:{port}/0"
-
-    def answers() -> bool:
-        return ping_redis(uri, timeout_s=0.5) is not None
-
-    _wait_until(answers, timeout_s, process, "redis-server", log_path)
-    return LocalServer("redis", uri, process.pid, port, workdir, log_path, tuple(command))
+    return _start_server(
+        "redis",
+        "redis-server",
+        port=port,
+        workdir=workdir,
+        command=command,
+        uri=f"redis://127.0.0.1:{port}/0",
+        answers=lambda uri: ping_redis(uri, timeout_s=0.5) is not None,
+        timeout_s=timeout_s,
+    )
 
 
 def start_mongo(port: int, workdir: Path, *, timeout_s: float = 60.0) -> LocalServer:
@@ -180,32 +198,22 @@ def start_mongo(port: int, workdir: Path, *, timeout_s: float = 60.0) -> LocalSe
             "no MongoDB server configured and secantusdb is not installed: "
             "pip install -e '.[local]' (or set MONGO_URI to a MongoDB 7 server)"
         )
-    if port_in_use(port):
-        raise ServiceError(f"cannot start the MongoDB-wire server: port {port} is already in use")
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "mongodb.log"
+    workdir = _workdir(workdir)
     command = [
-        sys.executable,
-        "-m",
-        "secantus",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--storage-path",
-        str(workdir / "db"),
-        "--log-level",
-        "WARNING",
+        *(sys.executable, "-m", "secantus"),
+        *("--host", "127.0.0.1", "--port", str(port)),
+        *("--storage-path", str(workdir / "db"), "--log-level", "WARNING"),
     ]
-    process = _spawn(command, log_path, workdir)
-    uri = f"mongodb://127.0.0.1:{port}/?replicaSet={SECANTUS_REPLICA_SET}"
-
-    def answers() -> bool:
-        return ping_mongo(uri, timeout_ms=500) is not None
-
-    _wait_until(answers, timeout_s, process, "secantusdb", log_path)
-    return LocalServer("mongodb", uri, process.pid, port, workdir, log_path, tuple(command))
+    return _start_server(
+        "mongodb",
+        "the MongoDB-wire server (secantusdb)",
+        port=port,
+        workdir=workdir,
+        command=command,
+        uri=f"mongodb://127.0.0.1:{port}/?replicaSet={SECANTUS_REPLICA_SET}",
+        answers=lambda uri: ping_mongo(uri, timeout_ms=500) is not None,
+        timeout_s=timeout_s,
+    )
 
 
 def stop_process(pid: int, *, timeout_s: float = 30.0) -> bool:

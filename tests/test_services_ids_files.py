@@ -13,7 +13,14 @@ import pytest
 from pipelines.errors import InputDataError
 from pipelines.hdf5_io import normalize_subject_id as pipelines_normalize
 from pipelines.participants import COLUMNS, read_participants
-from services.files import atomic_path, atomic_write_bytes, atomic_write_text, sha256_file
+from services.files import (
+    atomic_copy,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_chunks,
+    atomic_write_text,
+    sha256_file,
+)
 from services.ids import SubjectIdError, normalize_subject_id, normalize_subject_ids
 
 
@@ -127,3 +134,33 @@ def test_atomic_path_failure_leaves_old_file_and_no_temporary(tmp_path):
         tmp.write_bytes(b"x")
         raise KeyboardInterrupt
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_atomic_write_chunks_hashes_what_it_writes(tmp_path):
+    dest = tmp_path / "blobs" / "copy.bin"
+    chunks = [os.urandom(1000), b"", os.urandom(17)]
+    digest = atomic_write_chunks(dest, iter(chunks))
+    assert dest.read_bytes() == b"".join(chunks)
+    assert digest == hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+def test_atomic_write_chunks_broken_stream_leaves_nothing(tmp_path):
+    dest = tmp_path / "download.bin"
+    dest.write_bytes(b"previous")
+
+    def broken():
+        yield b"first half"
+        raise OSError("connection reset")
+
+    with pytest.raises(OSError, match="connection reset"):
+        atomic_write_chunks(dest, broken())
+    assert dest.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["download.bin"]
+
+
+def test_atomic_copy_returns_the_copy_checksum(tmp_path):
+    src = tmp_path / "best.pt"
+    src.write_bytes(os.urandom(3 * (1 << 20) + 5))
+    dest = tmp_path / "spool" / "blob.bin"
+    assert atomic_copy(src, dest) == sha256_file(src) == sha256_file(dest)
+    assert dest.read_bytes() == src.read_bytes()

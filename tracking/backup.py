@@ -35,9 +35,15 @@ from bson.json_util import CANONICAL_JSON_OPTIONS, JSONOptions
 from pymongo import IndexModel, ReplaceOne
 from pymongo.database import Database
 
-from services.files import CHUNK, atomic_write_text, fsync_dir, fsync_file, sha256_file
+from services.files import (
+    CHUNK,
+    atomic_write_chunks,
+    atomic_write_text,
+    fsync_dir,
+    fsync_file,
+    sha256_file,
+)
 from tracking.errors import BackupError
-from tracking.files import write_atomic
 from tracking.timeutil import utcnow
 
 FORMAT = "eegfs-tracking-backup"
@@ -172,7 +178,9 @@ def _write_backup(db: Database, root: Path, progress: bool) -> BackupReport:
             name = hashlib.sha1(json_util.dumps(file_id).encode()).hexdigest() + ".bin"
             with fs.open_download_stream(file_id) as src:
                 # hashed while copied, fsynced, renamed into place
-                sha256 = write_atomic(folder / name, iter(lambda src=src: src.read(CHUNK), b""))
+                sha256 = atomic_write_chunks(
+                    folder / name, iter(lambda src=src: src.read(CHUNK), b"")
+                )
             size = (folder / name).stat().st_size
             files.append(
                 {
@@ -239,54 +247,75 @@ def restore_database(
     directory = Path(directory)
     manifest = verify_backup(directory)
     report = RestoreReport(directory, db.name)
-    buckets = set(manifest["gridfs"])
     for name, entry in _progress(
         manifest["collections"].items(), progress, desc="collections", unit="coll"
     ):
         if drop:
             db.drop_collection(name)
-        count = 0
-        batch: list[ReplaceOne] = []
-        with gzip.open(directory / entry["file"], "rt", encoding="utf-8") as src:
-            for line in src:
-                doc = json_util.loads(line, json_options=_LOAD)
-                batch.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
-                count += 1
-                if len(batch) >= BATCH:
-                    db[name].bulk_write(batch, ordered=False)
-                    batch = []
-        if batch:
-            db[name].bulk_write(batch, ordered=False)
-        indexes = json_util.loads(json.dumps(entry["indexes"]), json_options=_LOAD)
-        if indexes:
-            db[name].create_indexes(
-                [
-                    IndexModel(
-                        [tuple(k) for k in spec["key"]],
-                        name=spec["name"],
-                        **{k: spec[k] for k in _INDEX_OPTIONS if k in spec},
-                    )
-                    for spec in indexes
-                ]
-            )
-        report.collections[name] = count
-    for bucket in sorted(buckets):
-        chunks = db[f"{bucket}.chunks"]
-        if drop:
-            chunks.drop()
-        chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
-        for entry in _progress(
-            manifest["gridfs"][bucket], progress, desc=f"GridFS {bucket}", unit="file"
-        ):
-            file_id = json_util.loads(json.dumps(entry["id"]), json_options=_LOAD)
-            files_doc = db[f"{bucket}.files"].find_one({"_id": file_id})
-            if files_doc is None:
-                raise BackupError(
-                    f"{directory}: GridFS file {file_id} has no document in {bucket}.files"
-                )
-            _write_chunks(chunks, file_id, directory / entry["file"], int(files_doc["chunkSize"]))
-            report.gridfs_files += 1
+        report.collections[name] = _restore_documents(db[name], directory / entry["file"])
+        _restore_indexes(db[name], entry["indexes"])
+    for bucket in sorted(manifest["gridfs"]):
+        report.gridfs_files += _restore_bucket(
+            db, directory, bucket, manifest["gridfs"][bucket], drop=drop, progress=progress
+        )
     return report
+
+
+def _restore_documents(collection, path: Path) -> int:
+    """Upsert every document of a gzipped canonical-JSON-lines file by ``_id``; returns the count."""
+    count = 0
+    batch: list[ReplaceOne] = []
+    with gzip.open(path, "rt", encoding="utf-8") as src:
+        for line in src:
+            doc = json_util.loads(line, json_options=_LOAD)
+            batch.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+            count += 1
+            if len(batch) >= BATCH:
+                collection.bulk_write(batch, ordered=False)
+                batch = []
+    if batch:
+        collection.bulk_write(batch, ordered=False)
+    return count
+
+
+def _restore_indexes(collection, specs: list[dict[str, Any]]) -> None:
+    indexes = json_util.loads(json.dumps(specs), json_options=_LOAD)
+    if indexes:
+        collection.create_indexes(
+            [
+                IndexModel(
+                    [tuple(k) for k in spec["key"]],
+                    name=spec["name"],
+                    **{k: spec[k] for k in _INDEX_OPTIONS if k in spec},
+                )
+                for spec in indexes
+            ]
+        )
+
+
+def _restore_bucket(
+    db: Database,
+    directory: Path,
+    bucket: str,
+    entries: list[dict[str, Any]],
+    *,
+    drop: bool,
+    progress: bool,
+) -> int:
+    """Restore the chunks of one GridFS bucket (its files documents are restored already)."""
+    chunks = db[f"{bucket}.chunks"]
+    if drop:
+        chunks.drop()
+    chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
+    for entry in _progress(entries, progress, desc=f"GridFS {bucket}", unit="file"):
+        file_id = json_util.loads(json.dumps(entry["id"]), json_options=_LOAD)
+        files_doc = db[f"{bucket}.files"].find_one({"_id": file_id})
+        if files_doc is None:
+            raise BackupError(
+                f"{directory}: GridFS file {file_id} has no document in {bucket}.files"
+            )
+        _write_chunks(chunks, file_id, directory / entry["file"], int(files_doc["chunkSize"]))
+    return len(entries)
 
 
 def _write_chunks(chunks, file_id: Any, path: Path, chunk_size: int) -> None:

@@ -102,4 +102,9 @@ def record_datasets(db: Database, records: Sequence[Mapping[str, Any]]) -> list[
     return stored
 
 
-__all__ = ["REQUIRED", "record_datasets"]
+def list_datasets(db: Database) -> list[dict[str, Any]]:
+    """Every catalogued file, by challenge then release."""
+    return list(db[DATASETS].find({}).sort([("challenge", 1), ("release", 1), ("path", 1)]))
+
+
+__all__ = ["REQUIRED", "list_datasets", "record_datasets"]

@@ -102,6 +102,19 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+def _field_name(key: Any, path: str) -> str:
+    """``key`` as a MongoDB field name (NumPy keys become text); ValueError when unusable."""
+    if not isinstance(key, str):
+        key = str(_scalar(key))
+    if "." in key or key.startswith("$") or key == "":
+        raise ValueError(
+            f"{path}: key {key!r} cannot be stored: MongoDB field names must be non-empty, "
+            "must not contain '.' or start with '$'; rename it (e.g. "
+            f"{key.replace('.', '_').lstrip('$') or 'value'!r}) or nest it as a dict"
+        )
+    return key
+
+
 def to_document(value: Any, path: str = "document", _depth: int = 0) -> Any:
     """``value`` converted to BSON-ready Python types.
 
@@ -129,18 +142,10 @@ def to_document(value: Any, path: str = "document", _depth: int = 0) -> Any:
     if isinstance(value, PurePath):
         return str(value)
     if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                key = str(_scalar(key))
-            if "." in key or key.startswith("$") or key == "":
-                raise ValueError(
-                    f"{path}: key {key!r} cannot be stored: MongoDB field names must be non-empty, "
-                    "must not contain '.' or start with '$'; rename it (e.g. "
-                    f"{key.replace('.', '_').lstrip('$') or 'value'!r}) or nest it as a dict"
-                )
-            out[key] = to_document(item, f"{path}.{key}", _depth + 1)
-        return out
+        return {
+            key: to_document(item, f"{path}.{key}", _depth + 1)
+            for key, item in ((_field_name(k, path), v) for k, v in value.items())
+        }
     if isinstance(value, list | tuple):
         return [to_document(v, f"{path}[{i}]", _depth + 1) for i, v in enumerate(value)]
     if isinstance(value, set | frozenset):

@@ -8,9 +8,8 @@ import gridfs
 from bson import ObjectId
 from pymongo.database import Database
 
-from services.files import CHUNK, sha256_file
+from services.files import CHUNK, atomic_write_chunks, sha256_file
 from tracking.errors import ChecksumMismatchError, NotFoundError
-from tracking.files import write_atomic
 from tracking.schema import GRIDFS_BUCKET
 
 
@@ -59,7 +58,7 @@ def fetch_file(
     part = dest.with_name(dest.name + ".download")
     try:
         with stream:
-            found = write_atomic(part, iter(lambda: stream.read(CHUNK), b""))
+            found = atomic_write_chunks(part, iter(lambda: stream.read(CHUNK), b""))
     except gridfs.errors.CorruptGridFile as exc:
         raise ChecksumMismatchError(
             f"{label}: GridFS file {gridfs_id} is corrupt ({exc}); expected sha256 {sha256}. "

@@ -122,62 +122,18 @@ class OpApplier:
             start = end
 
     def _apply_group(self, db: Database, kind: str, group: list[dict[str, Any]]) -> None:
-        if kind == "create":
-            db[EXPERIMENTS].bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": op["doc"]["_id"]},
-                        {"$setOnInsert": _without_id(op["doc"])},
-                        upsert=True,
-                    )
-                    for op in group
-                ]
-            )
-        elif kind == "update":
-            db[EXPERIMENTS].bulk_write([UpdateOne({"_id": op["id"]}, op["update"]) for op in group])
-        elif kind == "epoch":
-            db[EPOCHS].bulk_write(
-                [
-                    UpdateOne(
-                        {"experiment_id": op["experiment_id"], "epoch": op["epoch"]},
-                        _epoch_update(op),
-                        upsert=True,
-                    )
-                    for op in group
-                ]
-            )
-            db[EXPERIMENTS].bulk_write(_epoch_experiment_updates(group))
-        elif kind == "metrics":
-            buckets: list[list[dict[str, Any]]] = []
-            for op in group:
-                if buckets and buckets[-1][0]["bucket_id"] == op["bucket_id"]:
-                    buckets[-1].append(op)
-                else:
-                    buckets.append([op])
-            for ops in buckets:
-                try:
-                    _push_batches(db, ops)
-                except DuplicateKeyError:
-                    # Some of these batches are stored already (a replay): one by one, each
-                    # batch id guards itself.
-                    for op in ops:
-                        _push_batches(db, [op], ignore_duplicate=True)
-            heartbeats: dict[Any, Any] = {}
-            for op in group:
-                if op.get("heartbeat") is not None:
-                    heartbeats[op["experiment_id"]] = max(
-                        op["heartbeat"], heartbeats.get(op["experiment_id"], op["heartbeat"])
-                    )
-            if heartbeats:
-                db[EXPERIMENTS].bulk_write(
-                    [
-                        UpdateOne({"_id": k}, {"$max": {"heartbeat": v}})
-                        for k, v in heartbeats.items()
-                    ]
-                )
-        else:
-            for op in group:
-                self.apply(op)
+        """Apply consecutive ops of one kind with one bulk write per collection."""
+        apply_group = {
+            "create": _create_group,
+            "update": _update_group,
+            "epoch": _epoch_group,
+            "metrics": _metrics_group,
+        }.get(kind)
+        if apply_group is not None:
+            apply_group(db, group)
+            return
+        for op in group:
+            self.apply(op)
 
     # --- epochs -------------------------------------------------------------------------------
     @staticmethod
@@ -304,6 +260,62 @@ class ApplyError(Exception):
         super().__init__(f"op {index}: {type(cause).__name__}: {cause}")
         self.index = index
         self.cause = cause
+
+
+def _create_group(db: Database, group: list[dict[str, Any]]) -> None:
+    db[EXPERIMENTS].bulk_write(
+        [
+            UpdateOne(
+                {"_id": op["doc"]["_id"]}, {"$setOnInsert": _without_id(op["doc"])}, upsert=True
+            )
+            for op in group
+        ]
+    )
+
+
+def _update_group(db: Database, group: list[dict[str, Any]]) -> None:
+    db[EXPERIMENTS].bulk_write([UpdateOne({"_id": op["id"]}, op["update"]) for op in group])
+
+
+def _epoch_group(db: Database, group: list[dict[str, Any]]) -> None:
+    db[EPOCHS].bulk_write(
+        [
+            UpdateOne(
+                {"experiment_id": op["experiment_id"], "epoch": op["epoch"]},
+                _epoch_update(op),
+                upsert=True,
+            )
+            for op in group
+        ]
+    )
+    db[EXPERIMENTS].bulk_write(_epoch_experiment_updates(group))
+
+
+def _metrics_group(db: Database, group: list[dict[str, Any]]) -> None:
+    """Step-metric batches: one ``$push`` per run of batches for one bucket, then heartbeats."""
+    buckets: list[list[dict[str, Any]]] = []
+    for op in group:
+        if buckets and buckets[-1][0]["bucket_id"] == op["bucket_id"]:
+            buckets[-1].append(op)
+        else:
+            buckets.append([op])
+    for ops in buckets:
+        try:
+            _push_batches(db, ops)
+        except DuplicateKeyError:
+            # Some of these batches are stored already (a replay): one by one, each batch id
+            # guards itself.
+            for op in ops:
+                _push_batches(db, [op], ignore_duplicate=True)
+    heartbeats: dict[Any, Any] = {}
+    for op in group:
+        if op.get("heartbeat") is not None:
+            previous = heartbeats.get(op["experiment_id"], op["heartbeat"])
+            heartbeats[op["experiment_id"]] = max(op["heartbeat"], previous)
+    if heartbeats:
+        db[EXPERIMENTS].bulk_write(
+            [UpdateOne({"_id": k}, {"$max": {"heartbeat": v}}) for k, v in heartbeats.items()]
+        )
 
 
 def _is_duplicate_key(exc: BaseException) -> bool:

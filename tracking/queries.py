@@ -1,7 +1,9 @@
 """Queries over tracked runs: search, best N per challenge, compare, full history.
 
-A run's *metric* for search and ranking is ``summary.<name>`` when the run set a summary,
-else ``last_metrics.<name>`` (its last logged epoch). Statuses are reported with ``stale`` for
+A run's *metric* for search, ranking and display is ``summary.<name>`` when that is set and not
+null, else ``last_metrics.<name>`` (its last logged epoch), else None: :func:`metric_expr` says
+it to MongoDB and :func:`run_metric` to Python, with the same rule (a null summary value falls
+back; NaN is a value and does not). Statuses are reported with ``stale`` for
 running runs whose heartbeat is older than ``stale_after_s``.
 """
 
@@ -17,7 +19,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from tracking.errors import NotFoundError
-from tracking.ids import to_object_id
+from tracking.object_ids import to_object_id
 from tracking.schema import CHECKPOINTS, EPOCHS, EXPERIMENTS, METRICS, MODEL_VERSIONS
 from tracking.status import DEFAULT_STALE_AFTER_S, present, status_filter
 from tracking.timeutil import utcnow
@@ -32,8 +34,23 @@ _METRIC_FILTER = re.compile(
 
 
 def metric_expr(name: str) -> dict[str, Any]:
-    """Aggregation expression of a run's metric ``name`` (summary, else last epoch)."""
+    """Aggregation expression of a run's metric ``name``: the MongoDB twin of :func:`run_metric`.
+
+    ``$ifNull`` takes the last epoch's value when the summary value is missing or null.
+    """
     return {"$ifNull": [f"$summary.{name}", f"$last_metrics.{name}"]}
+
+
+def run_metric(doc: Mapping[str, Any], name: str) -> Any:
+    """A run's metric ``name`` from its experiment document (the rule of :func:`metric_expr`).
+
+    ``summary.<name>`` when present and not None, else ``last_metrics.<name>``, else None.
+    NaN is returned as it is (a diverging run's loss is data); queries leave it out of ranges.
+    """
+    value = (doc.get("summary") or {}).get(name)
+    if value is None:
+        value = (doc.get("last_metrics") or {}).get(name)
+    return value
 
 
 def parse_metric_filter(text: str) -> tuple[str, dict[str, float]]:

@@ -33,7 +33,7 @@ from pymongo.database import Database
 from services.files import sha256_file
 from tracking.errors import ChecksumMismatchError, NotFoundError
 from tracking.fetch import fetch_file
-from tracking.ids import to_object_id
+from tracking.object_ids import to_object_id
 from tracking.schema import CHECKPOINTS, EXPERIMENTS, GRIDFS_BUCKET, MODEL_VERSIONS, MODELS
 from tracking.timeutil import utcnow
 

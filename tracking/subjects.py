@@ -193,94 +193,118 @@ def sync_subjects(
     """
     participants = dict(participants or {})
     report = SubjectSyncReport(participants_files=[Path(p) for p in participants])
-    updates: dict[str, dict[str, Any]] = {}
-
-    def entry(subject_id: str) -> dict[str, Any]:
-        return updates.setdefault(subject_id, {"$set": {}, "$addToSet": {}})
-
+    # Every file is parsed before anything is written: one bad row leaves the database as it was.
     parsed = {
         str(source): _participant_rows(str(source), table) for source, table in participants.items()
     }
+    updates: dict[str, dict[str, Any]] = {}
     for source, rows in parsed.items():
         report.participant_rows += len(rows)
         for row in rows:
-            update = entry(row["subject_id"])
-            sets = update["$set"]
-            for column in DEMOGRAPHICS:
-                if row.get(column) is not None:
-                    sets[column] = row[column]
-            for column in SCORES:
-                if row.get(column) is not None:
-                    sets[f"scores.{column}"] = row[column]
-            for column, value in row.items():
-                if column not in _KNOWN and value is not None:
-                    sets[f"extra.{_key(column)}"] = value
-            adds = update["$addToSet"]
-            if row["release"]:
-                adds.setdefault("releases", set()).add(row["release"])
-            adds.setdefault("sources.participants", set()).add(source)
-
-    frame = None
-    if features_dir is not None:
-        frame = read_subject_features(features_dir)
-        if frame is None:
-            report.messages.append(
-                f"no per-subject feature summaries under {Path(features_dir) / 'subject_features'} "
-                "(run `eegfs features build` first); quality fields not updated"
-            )
+            _add_participant_row(_entry(updates, row["subject_id"]), row, source)
+    frame = _feature_frame(features_dir, report)
     if frame is not None:
         report.feature_rows = len(frame)
-        scalar_columns = [
-            c
-            for c in frame.columns
-            if c not in _BOOKKEEPING and c not in QUALITY_COLUMNS and frame[c].dtype.kind in "fiub"
-        ]
-        for record in frame.to_dict("records"):
-            challenge = record.get("challenge")
-            chal = f"challenge{int(challenge)}" if challenge else "challenge_unknown"
-            release = _key(record["release"])
-            update = entry(record["subject_id"])
-            quality = {c: _scalar(record[c]) for c in QUALITY_COLUMNS if c in record}
-            quality.update(
-                snapshot_id=record["snapshot_id"], created=_scalar(record.get("created"))
-            )
-            update["$set"][f"quality.{chal}.{release}"] = quality
-            update["$set"][f"feature_summary.{chal}.{release}"] = {
-                c: _scalar(record[c]) for c in scalar_columns
-            }
-            adds = update["$addToSet"]
-            adds.setdefault("releases", set()).add(str(record["release"]))
-            session = {
-                "challenge": _scalar(challenge),
-                "release": str(record["release"]),
-                "source_file": record.get("source_file"),
-            }
-            adds.setdefault("sessions", []).append(session)
-
+        _add_feature_rows(updates, frame)
     if not updates:
         raise NotFoundError(
             "nothing to sync: give participants.tsv files (--participants) or build the feature "
             "tables first (`eegfs features build`)"
         )
+    _write_updates(db, updates, report)
+    report.subjects = len(updates)
+    return report
+
+
+def _entry(updates: dict[str, dict[str, Any]], subject_id: str) -> dict[str, Any]:
+    """The pending ``{$set, $addToSet}`` of one subject (created empty)."""
+    return updates.setdefault(subject_id, {"$set": {}, "$addToSet": {}})
+
+
+def _add_participant_row(update: dict[str, Any], row: dict[str, Any], source: str) -> None:
+    """Demographics, scores and extra columns of one participants row (missing values skipped)."""
+    sets = update["$set"]
+    for column in DEMOGRAPHICS:
+        if row.get(column) is not None:
+            sets[column] = row[column]
+    for column in SCORES:
+        if row.get(column) is not None:
+            sets[f"scores.{column}"] = row[column]
+    for column, value in row.items():
+        if column not in _KNOWN and value is not None:
+            sets[f"extra.{_key(column)}"] = value
+    adds = update["$addToSet"]
+    if row["release"]:
+        adds.setdefault("releases", set()).add(row["release"])
+    adds.setdefault("sources.participants", set()).add(source)
+
+
+def _feature_frame(features_dir: Path | None, report: SubjectSyncReport):
+    """The per-subject feature summaries, or None (with a message when the directory has none)."""
+    if features_dir is None:
+        return None
+    frame = read_subject_features(features_dir)
+    if frame is None:
+        report.messages.append(
+            f"no per-subject feature summaries under {Path(features_dir) / 'subject_features'} "
+            "(run `eegfs features build` first); quality fields not updated"
+        )
+    return frame
+
+
+def _add_feature_rows(updates: dict[str, dict[str, Any]], frame) -> None:
+    """Quality, scalar feature summaries, releases and sessions from the feature tables."""
+    scalar_columns = [
+        c
+        for c in frame.columns
+        if c not in _BOOKKEEPING and c not in QUALITY_COLUMNS and frame[c].dtype.kind in "fiub"
+    ]
+    for record in frame.to_dict("records"):
+        challenge = record.get("challenge")
+        chal = f"challenge{int(challenge)}" if challenge else "challenge_unknown"
+        release = _key(record["release"])
+        update = _entry(updates, record["subject_id"])
+        quality = {c: _scalar(record[c]) for c in QUALITY_COLUMNS if c in record}
+        quality.update(snapshot_id=record["snapshot_id"], created=_scalar(record.get("created")))
+        update["$set"][f"quality.{chal}.{release}"] = quality
+        update["$set"][f"feature_summary.{chal}.{release}"] = {
+            c: _scalar(record[c]) for c in scalar_columns
+        }
+        adds = update["$addToSet"]
+        adds.setdefault("releases", set()).add(str(record["release"]))
+        session = {
+            "challenge": _scalar(challenge),
+            "release": str(record["release"]),
+            "source_file": record.get("source_file"),
+        }
+        adds.setdefault("sessions", []).append(session)
+
+
+def _upsert_op(subject_id: str, update: dict[str, Any], now) -> UpdateOne:
+    body: dict[str, Any] = {"$setOnInsert": {"created_at": now, "annotations": []}}
+    if update["$set"]:
+        body["$set"] = {
+            k: to_document(v, f"subject {subject_id}.{k}") for k, v in update["$set"].items()
+        }
+    adds = {}
+    for key, values in update["$addToSet"].items():
+        items = sorted(values) if isinstance(values, set) else values
+        adds[key] = {"$each": to_document(items, f"subject {subject_id}.{key}")}
+    if adds:
+        body["$addToSet"] = adds
+    return UpdateOne({"subject_id": subject_id}, body, upsert=True)
+
+
+def _write_updates(
+    db: Database, updates: dict[str, dict[str, Any]], report: SubjectSyncReport
+) -> None:
+    """Apply the upserts in one bulk write and count new, changed and unchanged subjects."""
     now = utcnow()
-    ops = []
-    for subject_id, update in sorted(updates.items()):
-        body: dict[str, Any] = {"$setOnInsert": {"created_at": now, "annotations": []}}
-        if update["$set"]:
-            body["$set"] = {
-                k: to_document(v, f"subject {subject_id}.{k}") for k, v in update["$set"].items()
-            }
-        adds = {}
-        for key, values in update["$addToSet"].items():
-            items = sorted(values) if isinstance(values, set) else values
-            adds[key] = {"$each": to_document(items, f"subject {subject_id}.{key}")}
-        if adds:
-            body["$addToSet"] = adds
-        ops.append(UpdateOne({"subject_id": subject_id}, body, upsert=True))
-    before = {d["subject_id"]: d for d in db[SUBJECTS].find({"subject_id": {"$in": list(updates)}})}
-    if ops:
-        db[SUBJECTS].bulk_write(ops, ordered=False)
-    after = {d["subject_id"]: d for d in db[SUBJECTS].find({"subject_id": {"$in": list(updates)}})}
+    ops = [_upsert_op(sid, update, now) for sid, update in sorted(updates.items())]
+    ids = {"subject_id": {"$in": list(updates)}}
+    before = {d["subject_id"]: d for d in db[SUBJECTS].find(ids)}
+    db[SUBJECTS].bulk_write(ops, ordered=False)
+    after = {d["subject_id"]: d for d in db[SUBJECTS].find(ids)}
     changed = []
     for subject_id in updates:
         if subject_id not in before:
@@ -293,15 +317,29 @@ def sync_subjects(
     if changed:
         db[SUBJECTS].update_many({"subject_id": {"$in": changed}}, {"$set": {"updated_at": now}})
     db[SUBJECTS].update_many(
-        {"subject_id": {"$in": list(updates)}, "updated_at": {"$exists": False}},
-        {"$set": {"updated_at": now}},
+        {**ids, "updated_at": {"$exists": False}}, {"$set": {"updated_at": now}}
     )
-    report.subjects = len(updates)
-    return report
 
 
 def _strip(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in ("updated_at",)}
+
+
+def get_subject(db: Database, subject_id: str) -> dict[str, Any]:
+    """The document of one subject (``sub-NDAR...`` or ``NDAR...``).
+
+    Raises
+    ------
+    NotFoundError
+        When no subject has this id.
+    ValueError
+        When ``subject_id`` is not a subject id.
+    """
+    sid = normalize_subject_id(subject_id)
+    doc = db[SUBJECTS].find_one({"subject_id": sid})
+    if doc is None:
+        raise NotFoundError(f"no subject {sid}; run `eegfs subjects sync` first")
+    return doc
 
 
 def annotate_subject(db: Database, subject_id: str, text: str, *, author: str = "") -> None:

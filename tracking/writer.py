@@ -148,36 +148,49 @@ class Writer:
         self._try_connect()
         stopping = False
         while not stopping:
-            wait = None if self._synced() else max(0.0, self._next_retry - time.monotonic())
-            try:
-                items = [self._queue.get(timeout=wait)]
-            except queue.Empty:
-                items = []
-            while len(items) < MAX_BATCH:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            ops: list[dict[str, Any]] = []
-            for item in items:
-                if isinstance(item, dict):
-                    ops.append(item)
-                    continue
-                self._process(ops)
-                ops = []
-                if isinstance(item, _Stop):
-                    stopping = True
-                    continue
-                if isinstance(item, _Retry):
-                    if not self._synced():
-                        self._try_connect(force=True)
-                    continue
-                item.synced = self._synced()
-                item.done.set()
-            self._process(ops)
+            stopping = self._handle(self._next_items())
             if not self._synced() and time.monotonic() >= self._next_retry:
                 self._try_connect()
-        # Writes that raced with stop(): apply or spool them too.
+        self._drain()
+        self.spool.close()
+
+    def _next_items(self) -> list[Any]:
+        """Up to MAX_BATCH queued items; waits for the first until the next retry is due."""
+        wait = None if self._synced() else max(0.0, self._next_retry - time.monotonic())
+        try:
+            items = [self._queue.get(timeout=wait)]
+        except queue.Empty:
+            return []
+        while len(items) < MAX_BATCH:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _handle(self, items: list[Any]) -> bool:
+        """Process ``items`` in order (ops in groups between markers); True after a _Stop."""
+        stopping = False
+        ops: list[dict[str, Any]] = []
+        for item in items:
+            if isinstance(item, dict):
+                ops.append(item)
+                continue
+            self._process(ops)
+            ops = []
+            if isinstance(item, _Stop):
+                stopping = True
+            elif isinstance(item, _Retry):
+                if not self._synced():
+                    self._try_connect(force=True)
+            else:
+                item.synced = self._synced()
+                item.done.set()
+        self._process(ops)
+        return stopping
+
+    def _drain(self) -> None:
+        """Writes that raced with stop(): apply or spool them too."""
         leftovers = []
         while True:
             try:
@@ -189,7 +202,6 @@ class Writer:
             elif isinstance(item, _Barrier):
                 item.done.set()
         self._process(leftovers)
-        self.spool.close()
 
     def _synced(self) -> bool:
         return self.online and self.spool.count == 0

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tracking.status import COMPLETED, FAILED, RUNNING, STOPPED
 from training.challenges import ChallengeConfig, get_challenge
 from training.data import (
     EpochSampler,
@@ -302,7 +303,7 @@ def find_identical_run(settings, config: TrainConfig) -> dict | None:
     tracker = Tracker(settings)
     try:
         candidates = tracker.search_runs(
-            challenge=config.challenge, status="completed", config=wanted, limit=20
+            challenge=config.challenge, status=COMPLETED, config=wanted, limit=20
         )
         served = None
         if config.features == "online":
@@ -611,7 +612,7 @@ def _run(
         return path
 
     live = LivePublisher(settings.redis_url, experiment_id).start()
-    status = "failed"
+    status = FAILED
     try:
         with run:
             say(
@@ -628,7 +629,7 @@ def _run(
             )
             live.publish(
                 "start",
-                status="running",
+                status=RUNNING,
                 epoch=state.next_epoch,
                 step=state.global_step,
                 challenge=config.challenge,
@@ -658,7 +659,7 @@ def _run(
                     echo=say,
                 )
             except KeyboardInterrupt:
-                status = "stopped"
+                status = STOPPED
                 raise
             finally:
                 train_ds.close()
@@ -676,7 +677,7 @@ def _run(
                 feature_record,
             )
             run.set_summary(_summary_metrics(result))
-            status = "completed"
+            status = COMPLETED
     finally:
         live.publish(
             "end",

@@ -70,20 +70,17 @@ def demo_data(
     Example:
       eegfs demo-data --out data/demo --seed 0
     """
-    from pipelines.demo_data import DemoDataError, write_demo_data
+    from pipelines.demo_data import write_demo_data
 
     out = out_dir if out_dir is not None else settings.demo_dir
-    try:
-        result = write_demo_data(
-            out,
-            seed=seed,
-            subjects_per_release=subjects_per_release,
-            c2_windows_per_subject=c2_windows,
-            c1_windows_per_subject=c1_windows,
-            progress=not no_progress,
-        )
-    except (ValueError, DemoDataError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = write_demo_data(
+        out,
+        seed=seed,
+        subjects_per_release=subjects_per_release,
+        c2_windows_per_subject=c2_windows,
+        c1_windows_per_subject=c1_windows,
+        progress=not no_progress,
+    )
 
     total = 0
     click.echo(f"demo data (synthetic, seed {seed}) in {result.out_dir}:")

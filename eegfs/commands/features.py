@@ -17,10 +17,6 @@ def features() -> None:
     """Band-power features: HDF5 -> Parquet snapshots -> Feast -> Redis (see docs/features.md)."""
 
 
-def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
-
-
 @features.command()
 @click.option(
     "--input",
@@ -74,7 +70,6 @@ def build(
     """
     from eegfs.commands import parse_layout
     from pipelines.build import BuildOptions, build_features
-    from pipelines.errors import PipelineError
 
     files = [*inputs, *more_inputs]
     if not files:
@@ -88,10 +83,7 @@ def build(
         workers=workers,
         progress=not no_progress,
     )
-    try:
-        report = build_features(settings.features_dir, files, participants, options)
-    except PipelineError as exc:
-        raise _fail(exc) from exc
+    report = build_features(settings.features_dir, files, participants, options)
     click.echo(report.summary())
 
 
@@ -99,13 +91,9 @@ def build(
 @click.pass_obj
 def apply(settings: Settings) -> None:
     """Register feature_repo/ definitions in the Feast registry ($EEGFS_DATA_DIR/features/feast)."""
-    from pipelines.errors import PipelineError
     from pipelines.feature_store import apply_feature_repo
 
-    try:
-        click.echo(apply_feature_repo(settings))
-    except PipelineError as exc:
-        raise _fail(exc) from exc
+    click.echo(apply_feature_repo(settings))
 
 
 @features.command()
@@ -120,13 +108,9 @@ def materialize(settings: Settings, end: datetime | None) -> None:
     """Load every snapshot not yet online into Redis (REDIS_URL)."""
     from datetime import UTC
 
-    from pipelines.errors import PipelineError
     from pipelines.feature_store import materialize_features
 
-    try:
-        click.echo(materialize_features(settings, end.replace(tzinfo=UTC) if end else None))
-    except PipelineError as exc:
-        raise _fail(exc) from exc
+    click.echo(materialize_features(settings, end.replace(tzinfo=UTC) if end else None))
 
 
 @features.command()
@@ -146,13 +130,9 @@ def materialize(settings: Settings, end: datetime | None) -> None:
 @click.pass_obj
 def get(settings: Settings, subjects, services) -> None:
     """Print a subject's online features from Redis as JSON (missing values are null)."""
-    from pipelines.errors import PipelineError
     from pipelines.feature_store import online_features_record
 
-    try:
-        records = online_features_record(settings, list(subjects), list(services) or None)
-    except PipelineError as exc:
-        raise _fail(exc) from exc
+    records = online_features_record(settings, list(subjects), list(services) or None)
     click.echo(json.dumps(records[0] if len(records) == 1 else records, indent=1))
 
 

