@@ -16,7 +16,7 @@ from pipelines import bandpower
 from pipelines import feature_tables as ft
 from pipelines.build import BuildOptions, build_features
 from pipelines.errors import InputDataError
-from pipelines.hdf5_io import default_channel_names
+from pipelines.hdf5_layout import default_channel_names
 
 A = ["NDARAA000001", "NDARAA000002"]
 B = ["NDARBB000001", "NDARBB000002", "NDARBB000003"]

@@ -8,12 +8,8 @@ import pytest
 from features_testlib import write_h5
 
 from pipelines.errors import InputDataError
-from pipelines.hdf5_io import (
-    CHALLENGE1_LAYOUT,
-    default_channel_names,
-    layout_from_mapping,
-    open_windows,
-)
+from pipelines.hdf5_io import open_windows
+from pipelines.hdf5_layout import CHALLENGE1_LAYOUT, default_channel_names, layout_from_mapping
 
 
 def _read_all(w, chunk=4, workers=2):
@@ -35,7 +31,7 @@ def test_detects_both_layouts_of_the_demo_files(small_demo):
             assert set(w.subject_ids) == set(small_demo.subjects[release])
             assert w.channel_names == default_channel_names(129) and w.channel_names[-1] == "Cz"
             assert w.reference_mask.sum() == 1 and w.reference_mask[-1]
-            assert w._direct_plan() is not None  # gzip + shuffle, one window per chunk
+            assert w.direct_plan is not None  # gzip + shuffle, one window per chunk
             np.testing.assert_array_equal(_read_all(w, chunk=5), w.dataset[()])
     for path in small_demo.challenge1.values():
         with open_windows(path) as w:
