@@ -76,6 +76,10 @@ class BuildOptions:
         Dataset names for every input; ``None`` detects each file's layout.
     sfreq : float or None
         Sampling rate for files without an ``sfreq`` attribute.
+    direct_chunks : bool
+        Decode gzip chunks in the reader threads where the storage allows it
+        (:mod:`pipelines.hdf5_chunks`); False reads every file through h5py (same values; the
+        baseline of ``benchmarks/bench_features.py``).
     """
 
     params: BandpowerParams = field(default_factory=BandpowerParams)
@@ -86,6 +90,7 @@ class BuildOptions:
     progress: bool = True
     layout: H5Layout | None = None
     sfreq: float | None = None
+    direct_chunks: bool = True
 
 
 @dataclass

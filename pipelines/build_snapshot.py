@@ -188,7 +188,11 @@ class _WindowSnapshot:
         opts, w = self.opts, self.w
         plan = WelchPlan(opts.params, w.sfreq, w.n_times)
         with contextlib.ExitStack() as stack:
-            chunks = w.iter_chunks(opts.chunk_windows, workers=opts.workers or default_workers())
+            chunks = w.iter_chunks(
+                opts.chunk_windows,
+                workers=opts.workers or default_workers(),
+                direct=opts.direct_chunks,
+            )
             stack.callback(chunks.close)
             for start, x in chunks:
                 chunk = compute_chunk(plan, w, start, x, opts.max_flat_fraction)

@@ -91,6 +91,7 @@ class H5Windows(WindowFileInfo):
         *,
         workers: int = 2,
         prefetch: int = 3,
+        direct: bool = True,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, windows[start:start + chunk_windows])`` in order, as float arrays.
 
@@ -104,6 +105,9 @@ class H5Windows(WindowFileInfo):
             h5py, which serialises its calls; that thread still overlaps I/O with compute).
         prefetch : int
             Blocks in flight ahead of the consumer.
+        direct : bool
+            Decode raw chunks here when the storage allows it (:attr:`direct_plan`); False
+            reads through h5py only (the baseline of ``benchmarks/bench_features.py``).
 
         Yields
         ------
@@ -114,7 +118,7 @@ class H5Windows(WindowFileInfo):
         """
         if chunk_windows < 1:
             raise ValueError(f"chunk_windows must be >= 1, got {chunk_windows}")
-        plan = self.direct_plan
+        plan = self.direct_plan if direct else None
         if plan is None:
             step, read, workers = chunk_windows, self._read_slice, 1
         else:

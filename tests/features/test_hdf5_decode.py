@@ -37,9 +37,14 @@ def _add_subjects(f: h5py.File, n: int) -> None:
 
 
 def _read_all(path, chunk: int = 4) -> tuple[np.ndarray, bool]:
-    """(every window read by iter_chunks, whether the direct path was used)."""
+    """(every window read by iter_chunks, whether the direct path was used).
+
+    The same reader with ``direct=False`` (h5py only) must read the same values.
+    """
     with open_windows(path, sfreq=100.0) as w:
         blocks = np.concatenate([b for _, b in w.iter_chunks(chunk, workers=2)])
+        via_h5py = np.concatenate([b for _, b in w.iter_chunks(chunk, direct=False)])
+        np.testing.assert_array_equal(blocks, via_h5py)
         return blocks, w.direct_plan is not None
 
 
