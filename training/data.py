@@ -37,7 +37,7 @@ from training.normalization import ChannelStats, channel_stats
 #: float32) and windows are read in random order, so a large cache buys nothing.
 H5_CHUNK_CACHE_BYTES = 1 << 20
 
-#: Target label used when none is given, per layout (label names as in pipelines.hdf5_io).
+#: Target label used when none is given, per layout (label names as in pipelines.hdf5_layout).
 DEFAULT_TARGETS = {"challenge2": "externalizing", "challenge1": "response_time"}
 
 
