@@ -19,7 +19,7 @@ Sections (targets from the project's issue):
   decoding (raw chunks inflated with ISA-L in reader threads; and in one thread) vs the same
   reader through h5py (``direct=False``), blocks of 256 windows, after one warm-up, alternating;
   median wall and CPU times. The end-to-end section also builds with ``direct_chunks=False``.
-  The direct decoding (``pipelines/hdf5_chunks.py``) stays only while it beats h5py here.
+  These rows decide whether the direct decoding (``pipelines/hdf5_chunks.py``) is worth keeping.
 * online: ``get_online_features`` for 64 subjects through the client, p50/p99 over 500 calls,
   cache off and on (hit rate), next to a raw redis-py pipeline (HGETALL) on the same hashes.
   Target: p99 <= 2 ms with the cache on.
