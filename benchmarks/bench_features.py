@@ -15,6 +15,11 @@ Sections (targets from the project's issue):
   each, in alternating (read, build) pairs; median wall ratio over the pairs, and the CPU ratio
   (the build uses every core, the read one: on a busy machine the CPU ratio is what shows).
   Target: <= 1.5x.
+* read: the windows of that file read by ``H5Windows.iter_chunks`` with the direct chunk
+  decoding (raw chunks inflated with ISA-L in reader threads; and in one thread) vs the same
+  reader through h5py (``direct=False``), blocks of 256 windows, after one warm-up, alternating;
+  median wall and CPU times. The end-to-end section also builds with ``direct_chunks=False``.
+  These rows decide whether the direct decoding (``pipelines/hdf5_chunks.py``) is worth keeping.
 * online: ``get_online_features`` for 64 subjects through the client, p50/p99 over 500 calls,
   cache off and on (hit rate), next to a raw redis-py pipeline (HGETALL) on the same hashes.
   Target: p99 <= 2 ms with the cache on.
@@ -49,7 +54,9 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.bandpower import DEFAULT_BANDS, BandpowerParams, WelchPlan  # noqa: E402
 from pipelines.build import BuildOptions, build_features  # noqa: E402
+from pipelines.build_snapshot import default_workers  # noqa: E402
 from pipelines.feature_store import FeatureStoreClient  # noqa: E402
+from pipelines.hdf5_io import open_windows  # noqa: E402
 from services.connections import redis_client  # noqa: E402
 from services.local import free_port, start_redis, stop_process  # noqa: E402
 from services.settings import Settings  # noqa: E402
@@ -202,6 +209,16 @@ def bench_kernel(n: int, mne_windows: int, rows: list) -> None:
     )
 
 
+def _cpu_and_wall(fn) -> tuple[float, float]:
+    proc = psutil.Process()
+    before = proc.cpu_times()
+    t = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t
+    after = proc.cpu_times()
+    return wall, (after.user - before.user) + (after.system - before.system)
+
+
 def bench_end_to_end(
     h5: Path, n: int, work: Path, rows: list, participants: Path, repeats: int = 3
 ) -> None:
@@ -217,28 +234,21 @@ def bench_end_to_end(
             for s in range(0, n, CHUNK):
                 ds[s : s + CHUNK]
 
-    def build():
+    def build(direct_chunks: bool = True):
         out = work / f"e2e-{time.perf_counter_ns()}"
         try:
-            build_features(out, [h5], participants, BuildOptions(progress=False))
+            opts = BuildOptions(progress=False, direct_chunks=direct_chunks)
+            build_features(out, [h5], participants, opts)
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
-    def run(fn) -> tuple[float, float]:
-        proc = psutil.Process()
-        before = proc.cpu_times()
-        t = time.perf_counter()
-        fn()
-        wall = time.perf_counter() - t
-        after = proc.cpu_times()
-        return wall, (after.user - before.user) + (after.system - before.system)
-
     bare_read()  # warm-up: page cache, imports, Welch matrices
     build()
-    reads, builds = [], []
+    reads, builds, h5py_builds = [], [], []
     for _ in range(repeats):
-        reads.append(run(bare_read))
-        builds.append(run(build))
+        reads.append(_cpu_and_wall(bare_read))
+        builds.append(_cpu_and_wall(build))
+        h5py_builds.append(_cpu_and_wall(lambda: build(direct_chunks=False)))
     med = statistics.median
     t_read, t_build = med(w for w, _ in reads), med(w for w, _ in builds)
     cpu_read, cpu_build = med(c for _, c in reads), med(c for _, c in builds)
@@ -264,6 +274,50 @@ def bench_end_to_end(
             + ", ".join(f"{w:.2f}" for w, _ in builds),
         )
     )
+    t_h5py = med(w for w, _ in h5py_builds)
+    rows.append(
+        (
+            "end to end: build, direct_chunks=False",
+            "every chunk read through h5py",
+            f"{t_h5py:.2f} s",
+            f"CPU {med(c for _, c in h5py_builds):.2f} s",
+            f"the direct decoding makes the build {t_h5py / t_build:.2f}x faster (wall); runs "
+            + ", ".join(f"{w:.2f}" for w, _ in h5py_builds),
+        )
+    )
+
+
+def bench_read(h5: Path, n: int, rows: list, repeats: int = 3) -> None:
+    """iter_chunks with the direct chunk decoding vs through h5py, alternating runs."""
+    workers = default_workers()
+
+    def read(n_workers: int, direct: bool):
+        def run():
+            with open_windows(h5) as w:
+                if w.direct_plan is None:
+                    raise SystemExit(f"{h5}: the benchmark file must allow the direct path")
+                for _ in w.iter_chunks(CHUNK, workers=n_workers, direct=direct):
+                    pass
+
+        return run
+
+    sides = {
+        "h5py (iter_chunks direct=False)": read(1, False),
+        f"direct, {workers} threads": read(workers, True),
+        "direct, 1 thread": read(1, True),
+    }
+    for fn in sides.values():
+        fn()  # warm-up: page cache, imports
+    runs: dict[str, list] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, fn in sides.items():
+            runs[name].append(_cpu_and_wall(fn))
+    med = statistics.median
+    base = med(w for w, _ in next(iter(runs.values())))
+    for name, results in runs.items():
+        wall, cpu = med(w for w, _ in results), med(c for _, c in results)
+        note = f"{base / wall:.2f}x the speed of h5py (wall), median of {repeats}"
+        rows.append((f"read: {name}", f"{n} windows", f"{wall:.2f} s", f"CPU {cpu:.2f} s", note))
 
 
 def bench_online(settings: Settings, subjects: list[str], calls: int, rows: list) -> None:
@@ -414,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--only",
-        choices=("kernel", "e2e", "store"),
+        choices=("kernel", "read", "e2e", "store"),
         default=None,
         help="run one section (store = online + historical)",
     )
@@ -450,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "kernel"):
         print("kernel ...", flush=True)
         bench_kernel(n, mne_windows, rows)
+    if args.only in (None, "read"):
+        print("read ...", flush=True)
+        bench_read(h5, n, rows, repeats=args.repeats)
     if args.only in (None, "e2e"):
         print("end to end ...", flush=True)
         bench_end_to_end(h5, n, work, rows, participants, repeats=args.repeats)

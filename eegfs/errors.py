@@ -30,12 +30,22 @@ USER_ERROR_ROOTS = frozenset(
     {
         "services.connections:ServiceError",
         "pipelines.errors:PipelineError",
+        "demodata.errors:DemoDataError",
         "tracking.errors:TrackingError",
         "training.errors:TrainingError",
     }
 )
 #: Packages whose ``raise ValueError(...)`` validates arguments (a usage error, not a bug).
-OUR_PACKAGES = ("services", "pipelines", "tracking", "training", "featurestore", "eegfs")
+OUR_PACKAGES = (
+    "services",
+    "pipelines",
+    "demodata",
+    "featurestore",
+    "tracking",
+    "training",
+    "jobs",
+    "eegfs",
+)
 
 
 def is_user_error(exc: BaseException) -> bool:

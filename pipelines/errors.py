@@ -4,6 +4,7 @@ Hierarchy::
 
     PipelineError                 root: catch this to handle anything the pipelines raise
     ├── InputDataError            a bad input file (HDF5 or participants.tsv): names file, dataset, problem, fix
+    ├── ChunkDecodeError          (pipelines.hdf5_chunks) a raw HDF5 chunk does not decode; callers name the file
     ├── FeatureTableError         the Parquet feature tables or their manifest are unusable
     └── FeatureStoreError         Feast repository, registry, online store or retrieval failed
 

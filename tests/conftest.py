@@ -214,7 +214,7 @@ def start_local_mongo(tmp_path) -> Iterator:
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory):
     """A small EEG2025-like demo dataset (both layouts, two releases), written once per session."""
-    from pipelines.demo_data import write_demo_data
+    from demodata.writer import write_demo_data
 
     return write_demo_data(
         tmp_path_factory.mktemp("demo"),

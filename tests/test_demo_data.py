@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 from scipy.signal import welch
 
+from demodata import synthetic_eeg as se
+from demodata import writer as dd
+from demodata.writer import DemoData, write_demo_data
 from eegfs.cli import cli
-from pipelines import demo_data as dd
-from pipelines import synthetic_eeg as se
-from pipelines.demo_data import DemoData, write_demo_data
 
 SFREQ = 100.0
 N_EEG = 128  # E1..E128; index 128 is Cz

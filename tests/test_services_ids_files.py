@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipelines.errors import InputDataError
-from pipelines.hdf5_io import normalize_subject_id as pipelines_normalize
+from pipelines.hdf5_layout import normalize_subject_id as pipelines_normalize
 from pipelines.participants import COLUMNS, read_participants
 from services.files import (
     atomic_copy,

@@ -37,7 +37,7 @@ from training.normalization import ChannelStats, channel_stats
 #: float32) and windows are read in random order, so a large cache buys nothing.
 H5_CHUNK_CACHE_BYTES = 1 << 20
 
-#: Target label used when none is given, per layout (label names as in pipelines.hdf5_io).
+#: Target label used when none is given, per layout (label names as in pipelines.hdf5_layout).
 DEFAULT_TARGETS = {"challenge2": "externalizing", "challenge1": "response_time"}
 
 
@@ -138,7 +138,8 @@ def read_file_info(
     targets : np.ndarray, shape (n_windows,), float32 (NaN where missing)
     """
     from pipelines.errors import InputDataError
-    from pipelines.hdf5_io import KNOWN_LAYOUTS, open_windows
+    from pipelines.hdf5_io import open_windows
+    from pipelines.hdf5_layout import KNOWN_LAYOUTS
 
     lay = None
     if layout is not None:
@@ -324,7 +325,7 @@ class WindowDataset(Dataset):
         """This process's (dataset, direct-chunk plan or None) of file ``file_i``."""
         import h5py
 
-        from pipelines.hdf5_io import direct_chunk_plan
+        from pipelines.hdf5_chunks import direct_chunk_plan
 
         pid = os.getpid()
         if self._pid != pid:  # opened in another process (before a fork): never reuse
@@ -360,11 +361,11 @@ class WindowDataset(Dataset):
         """Write the window at ``position`` (cropped, uV, normalised) into ``out`` (C, T) float32.
 
         Gzip files chunked by whole windows (the EEG2025 caches) are decoded here from the raw
-        chunk (:func:`pipelines.hdf5_io.decode_chunk`: ISA-L inflate, and only the cropped samples
-        unshuffled), about 3x faster than h5py's filter pipeline plus its selection machinery;
+        chunk (:func:`pipelines.hdf5_chunks.decode_chunk`: ISA-L inflate, and only the cropped
+        samples unshuffled), about 3x faster than h5py's filter pipeline plus its selection machinery;
         other files are read through h5py. Both give the same values.
         """
-        from pipelines.hdf5_io import ChunkDecodeError, decode_chunk
+        from pipelines.hdf5_chunks import ChunkDecodeError, decode_chunk
 
         file_i = int(self.index.file_idx[position])
         info = self.index.files[file_i]

@@ -10,7 +10,7 @@ import click
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from pipelines.hdf5_io import H5Layout
+    from pipelines.hdf5_layout import H5Layout
 
 #: Width of tables when stdout is not a terminal (CI logs, pipes, CliRunner): rich would wrap at
 #: 80 columns and split ids over two lines.
@@ -32,7 +32,7 @@ def parse_layout(layout: str | None, mapping: Sequence[str]) -> H5Layout | None:
 
     None means "detect per file". Raises :class:`click.UsageError` for a malformed ``--map``.
     """
-    from pipelines.hdf5_io import KNOWN_LAYOUTS, layout_from_mapping
+    from pipelines.hdf5_layout import KNOWN_LAYOUTS, layout_from_mapping
 
     lay = KNOWN_LAYOUTS[layout] if layout else None
     if not mapping:

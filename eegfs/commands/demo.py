@@ -70,7 +70,7 @@ def demo_data(
     Example:
       eegfs demo-data --out data/demo --seed 0
     """
-    from pipelines.demo_data import write_demo_data
+    from demodata.writer import write_demo_data
 
     out = out_dir if out_dir is not None else settings.demo_dir
     result = write_demo_data(

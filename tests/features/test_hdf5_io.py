@@ -8,12 +8,8 @@ import pytest
 from features_testlib import write_h5
 
 from pipelines.errors import InputDataError
-from pipelines.hdf5_io import (
-    CHALLENGE1_LAYOUT,
-    default_channel_names,
-    layout_from_mapping,
-    open_windows,
-)
+from pipelines.hdf5_io import open_windows
+from pipelines.hdf5_layout import CHALLENGE1_LAYOUT, default_channel_names, layout_from_mapping
 
 
 def _read_all(w, chunk=4, workers=2):
@@ -35,7 +31,7 @@ def test_detects_both_layouts_of_the_demo_files(small_demo):
             assert set(w.subject_ids) == set(small_demo.subjects[release])
             assert w.channel_names == default_channel_names(129) and w.channel_names[-1] == "Cz"
             assert w.reference_mask.sum() == 1 and w.reference_mask[-1]
-            assert w._direct_plan() is not None  # gzip + shuffle, one window per chunk
+            assert w.direct_plan is not None  # gzip + shuffle, one window per chunk
             np.testing.assert_array_equal(_read_all(w, chunk=5), w.dataset[()])
     for path in small_demo.challenge1.values():
         with open_windows(path) as w:
@@ -214,3 +210,66 @@ def test_corrupt_chunk_bytes(tmp_path):
     match = r"corrupt.h5: dataset 'data': chunk at window 3 does not inflate"
     with pytest.raises(InputDataError, match=match), open_windows(spec.path) as w:
         _read_all(w)
+
+
+# --- the rest of the contract (pipelines.hdf5_layout) -------------------------------------------
+def _bare(path, data=None, **attrs):
+    """A file with only a windows dataset and subjects (sfreq 100 unless given)."""
+    data = np.zeros((2, 3, 50), np.float32) if data is None else data
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=data)
+        f.create_dataset("subjects", data=np.array([b"NDARAA000001"] * data.shape[0]))
+        f.attrs.update({"sfreq": 100.0, **attrs})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "attrs", "match"),
+    [
+        (np.zeros((2, 3, 50), np.int16), {}, "has dtype int16, expected float32/float64"),
+        (np.zeros((0, 3, 50), np.float32), {}, r"is empty \(shape \(0, 3, 50\)\)"),
+        (None, {"sfreq": 0.0}, "sfreq=0.0 is not a positive number of Hz"),
+        (None, {"units": "furlongs"}, "attribute units='furlongs'"),
+    ],
+)
+def test_bad_windows_dataset_or_attributes(tmp_path, data, attrs, match):
+    path = _bare(tmp_path / "bad.h5", data, **attrs)
+    with pytest.raises(InputDataError, match=match) as err:
+        open_windows(path)
+    assert str(path) in str(err.value)
+
+
+def test_ambiguous_layout_and_groups_where_datasets_belong(tmp_path):
+    path = _bare(tmp_path / "both.h5")
+    with h5py.File(path, "a") as f:
+        f.create_dataset("eeg", data=np.zeros((2, 3, 50), np.float32))
+    with pytest.raises(InputDataError, match="both 'data' and 'eeg'.*--layout"):
+        open_windows(path)
+    path = _bare(tmp_path / "group.h5")
+    with h5py.File(path, "a") as f:
+        del f["subjects"]
+        f.create_group("subjects")
+    with pytest.raises(InputDataError, match="'subjects' is a group, expected a dataset"):
+        open_windows(path)
+
+
+def test_channel_names_from_a_dataset_or_the_caller(tmp_path):
+    path = _bare(tmp_path / "named.h5")
+    with h5py.File(path, "a") as f:
+        f.create_dataset("ch_names", data=np.array([b"Fz", b"Cz", b"Pz"]))
+    with open_windows(path) as w:
+        assert w.channel_names == ["Fz", "Cz", "Pz"] and w.reference_mask.tolist() == [0, 1, 0]
+    path = _bare(tmp_path / "plain.h5")
+    with open_windows(path, channel_names=["a", "b", "c"]) as w:
+        assert w.channel_names == ["a", "b", "c"]
+    with pytest.raises(InputDataError, match="2 channel names given, the windows have 3"):
+        open_windows(path, channel_names=["a", "b"])
+    with pytest.raises(InputDataError, match="channel names are not unique"):
+        open_windows(path, channel_names=["a", "b", "a"])
+
+
+def test_layout_arguments_are_checked():
+    with pytest.raises(ValueError, match="challenge must be 1 or 2, got 3"):
+        layout_from_mapping({"challenge": "3"})
+    with pytest.raises(ValueError, match="challenge must be 1 or 2, got 'two'"):
+        layout_from_mapping({"challenge": "two"})

@@ -25,7 +25,7 @@ class FeatureEnv:
 
     redis_url: str
     data_dir: Path
-    demo: object  # pipelines.demo_data.DemoData
+    demo: object  # demodata.writer.DemoData
 
     @property
     def c2_files(self) -> tuple[str, ...]:

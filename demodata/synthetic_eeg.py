@@ -1,6 +1,6 @@
 """Pure NumPy/SciPy generators of EEG2025-like synthetic EEG (no I/O).
 
-The demo data of :mod:`pipelines.demo_data` is built from these kernels. Everything here is a
+The demo data of :mod:`demodata.writer` is built from these kernels. Everything here is a
 function of a :class:`numpy.random.Generator` and plain numbers, so one subject's data depends only
 on that subject's generator, never on how many other subjects are generated.
 

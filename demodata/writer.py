@@ -31,8 +31,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipelines import synthetic_eeg as se
-from pipelines.errors import PipelineError
+from demodata import synthetic_eeg as se
+from demodata.errors import DemoDataError
 from services.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,6 @@ PARTICIPANT_COLUMNS = (
     "externalizing",
 )
 _RELEASE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-class DemoDataError(PipelineError):
-    """Writing the demo data failed (names the file and the cause)."""
 
 
 @dataclass(frozen=True)
