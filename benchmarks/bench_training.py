@@ -42,7 +42,6 @@ from training.challenges import get_challenge  # noqa: E402
 from training.data import (  # noqa: E402
     EpochSampler,
     WindowDataset,
-    build_index,
     compute_channel_stats,
     worker_init_fn,
 )
@@ -53,6 +52,7 @@ from training.features import (  # noqa: E402
     TableFeatureSource,
     select_columns,
 )
+from training.index import build_index  # noqa: E402
 from training.loader import WindowLoader  # noqa: E402
 from training.loop import LoopState, TargetScale, fit  # noqa: E402
 from training.models import build_model  # noqa: E402
