@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 
 @click.command(context_settings={"show_default": True})
@@ -181,8 +186,9 @@ def _resume_overrides(ctx: click.Context, opts: dict, data: tuple[str, ...]) -> 
     }
 
 
-def _config(opts: dict, data: tuple[str, ...]):
-    """The TrainConfig of the options (every field is an option of the same name)."""
+def _config(opts: dict, data: tuple[str, ...]) -> TrainConfig:
+    """The TrainConfig of the options (each field is the option of the same name; ``normalize``
+    is ``--no-normalize`` negated and ``tags`` the repeated ``--tag``)."""
     import dataclasses
 
     from training.config import TrainConfig
@@ -200,7 +206,7 @@ def _config(opts: dict, data: tuple[str, ...]):
     return TrainConfig(**values)
 
 
-def _report_identical_run(settings: Settings, config) -> bool:
+def _report_identical_run(settings: Settings, config: TrainConfig) -> bool:
     """With --skip-if-done: print the identical completed run, if there is one."""
     from training.runner import find_identical_run
 
