@@ -5,8 +5,12 @@
    project's ``WindowLoader`` with 0 workers, by torch's own ``DataLoader`` with 2 workers
    (plain: same dataset, sampler, collate, persistent workers and prefetch) and by
    ``WindowLoader`` with 2 workers (batches through its reused shared-memory slot pool).
-   Targets: ``WindowLoader`` with 2 workers at least 1.7x its 0-worker rate, and at least 1.1x
-   torch's plain DataLoader with 2 workers (the slot pool must earn its code).
+   Targets: ``WindowLoader`` with 2 workers at least 1.7x its 0-worker rate; and torch's plain
+   DataLoader with 2 workers spending at least 1.15x the CPU time per window of ``WindowLoader``
+   (the slot pool must earn its code). The pool's gain is CPU time (no segment to create, fault
+   in and map per batch), which is what bounds throughput when the workers have the cores; CPU
+   time is checked because, unlike windows/s, other load on a shared machine barely moves it.
+   The windows/s ratio is printed beside it.
 2. Training steps per second of the default model with subject features looked up online per
    batch (in the loader workers) versus the same features preloaded in memory, with the feature
    client's in-process cache off and on (hit rate printed). Target: at least 0.97x with the cache
@@ -157,23 +161,29 @@ def section_loader(demo_dir: Path, repeats: int, epochs: int) -> None:
             + f"); CPU {statistics.median(r[1] for r in runs):.3f} ms/window (main + workers)"
         )
     _print_ratio(results, "WindowLoader, 2 workers", "WindowLoader, 0 workers", 1.7)
-    _print_ratio(results, "WindowLoader, 2 workers", "DataLoader, 2 workers", 1.1)
+    _print_ratio(results, "WindowLoader, 2 workers", "DataLoader, 2 workers", None)
     cpu = {name: statistics.median(r[1] for r in runs) for name, runs in results.items()}
+    saved = cpu["DataLoader, 2 workers"] / cpu["WindowLoader, 2 workers"]
+    print(
+        f"   CPU per window, torch DataLoader / WindowLoader (2 workers): {saved:.2f}x "
+        f"{check('CPU per window, torch DataLoader / WindowLoader', saved, 1.15)}"
+    )
     cores = min(2, os.cpu_count() or 1)
     print(
-        f"   CPU per window, torch DataLoader / WindowLoader (2 workers): "
-        f"{cpu['DataLoader, 2 workers'] / cpu['WindowLoader, 2 workers']:.2f}x; CPU-bound "
-        f"ceiling of 2 workers / 0 on {cores} idle cores: "
-        f"{cores * cpu['WindowLoader, 0 workers'] / cpu['WindowLoader, 2 workers']:.2f}x"
+        f"   CPU-bound ceiling of WindowLoader 2 workers / 0 on {cores} idle cores: "
+        f"{cores * cpu['WindowLoader, 0 workers'] / cpu['WindowLoader, 2 workers']:.2f}x "
+        "(what the machine could give; the rest of a shortfall is other load)"
     )
 
 
-def _print_ratio(results: dict[str, list], num: str, den: str, target: float) -> None:
+def _print_ratio(results: dict[str, list], num: str, den: str, target: float | None) -> None:
+    """Windows/s of ``num`` over ``den``: the median of back-to-back pairs, checked if ``target``."""
     pairs = _pair_ratio(results, num, den, key=lambda r: r[0])
     median = statistics.median(pairs)
+    verdict = "" if target is None else " " + check(f"{num} / {den}", median, target)
     print(
         f"   {num} / {den}: {median:.2f}x median of {len(pairs)} back-to-back pairs (range "
-        f"{pairs[0]:.2f}-{pairs[-1]:.2f}) {check(f'{num} / {den}', median, target)}"
+        f"{pairs[0]:.2f}-{pairs[-1]:.2f}){verdict}"
     )
 
 
