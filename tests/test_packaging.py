@@ -3,6 +3,7 @@ of the project imports every one of them (from the installed copy, not from this
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -33,10 +34,19 @@ def test_pyproject_lists_exactly_the_packages_on_disk():
 
 
 def test_non_editable_install_imports_every_package(tmp_path):
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "data", "build", "*.egg-info", "__pycache__", ".coverage*", "htmlcov"
+        ),
+    )
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["--disable-pip-version-check", "-w", str(wheels), str(REPO)],
+        + ["--disable-pip-version-check", "-w", str(wheels), str(source)],
         check=True,
         capture_output=True,
         timeout=300,

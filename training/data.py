@@ -1,18 +1,13 @@
-"""EEG windows from HDF5 files of either EEG2025 layout, as a torch ``Dataset``.
+"""EEG windows of a :class:`training.index.WindowIndex`, as a torch ``Dataset``, and their order.
 
 The dataset is safe with ``DataLoader(num_workers > 0)``: it holds only paths and small NumPy
 arrays (picklable), and every process opens its own read-only h5py handles the first time it
 reads (a handle opened before the workers fork is never used by them: the owning process id is
 checked). h5py serialises threads, so parallelism comes from worker processes, each limited to
-one torch thread by :func:`worker_init_fn`. :class:`training.loader.WindowLoader` (a ``DataLoader``)
-has its workers return batches through a reused shared-memory pool instead of a new segment per
-batch.
-
-Files are validated and described by :func:`pipelines.hdf5_io.open_windows` (layout detection,
-shapes, attributes, channel names, units, subject ids, labels): Challenge 2 files (``data``,
-``subjects``, labels ``externalizing`` = ``targets`` and ``p_factor`` = ``p_factors``) and
-Challenge 1 files (``eeg``, ``subject_ids``, label ``response_time`` = ``labels``). Only the
-per-window reads, which must happen lazily in each worker, are done here.
+one torch thread by :func:`worker_init_fn`. A whole batch is read by ``__getitems__`` into one
+storage (:func:`training.loader.batch_tensors`: a slot of the shared-memory pool inside a
+:class:`training.loader.WindowLoader` worker). Only the per-window reads, which must happen
+lazily in each worker, are done here; the files are validated by :mod:`training.index`.
 
 Samples are returned in microvolts (``attrs['units']`` overrides the default of volts).
 """
@@ -22,227 +17,19 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from training.errors import DataError
-from training.loader import WindowBatch, batch_tensors
+from training.index import WindowIndex
+from training.loader import StackedSamples, batch_tensors
 from training.normalization import ChannelStats, channel_stats
 
 #: h5py raw-data chunk cache per open file. One window is one gzip chunk (~200 kB for 129 x 400
 #: float32) and windows are read in random order, so a large cache buys nothing.
 H5_CHUNK_CACHE_BYTES = 1 << 20
-
-#: Target label used when none is given, per layout (label names as in pipelines.hdf5_layout).
-DEFAULT_TARGETS = {"challenge2": "externalizing", "challenge1": "response_time"}
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """What :func:`build_index` learnt about one file."""
-
-    path: str
-    layout: str
-    data_name: str
-    target_name: str
-    n_windows: int
-    n_channels: int
-    n_times: int
-    sfreq: float
-    release: str
-    to_uv: float
-    ch_names: tuple[str, ...] = field(repr=False)
-    n_missing_target: int = 0
-
-    def summary(self) -> dict:
-        return {
-            "path": self.path,
-            "layout": self.layout,
-            "target": self.target_name,
-            "release": self.release,
-            "n_windows": self.n_windows,
-            "n_channels": self.n_channels,
-            "n_times": self.n_times,
-            "sfreq": self.sfreq,
-            "dropped_missing_target": self.n_missing_target,
-        }
-
-
-@dataclass(frozen=True)
-class WindowIndex:
-    """Every usable window of a set of files: where it is, whose it is and its target.
-
-    Arrays have one entry per kept window (windows with a missing target are dropped and counted
-    in ``FileInfo.n_missing_target``).
-    """
-
-    files: tuple[FileInfo, ...]
-    file_idx: np.ndarray  # (N,) int32
-    rows: np.ndarray  # (N,) int64, row inside the file
-    subjects: np.ndarray  # (N,) object (str, NDAR... form)
-    targets: np.ndarray  # (N,) float32
-    releases: np.ndarray  # (N,) object (str)
-    dropped_subjects: tuple[str, ...] = field(default=())
-
-    def __len__(self) -> int:
-        return int(self.rows.shape[0])
-
-    @property
-    def n_channels(self) -> int:
-        return self.files[0].n_channels
-
-    @property
-    def n_times(self) -> int:
-        return min(f.n_times for f in self.files)
-
-    @property
-    def sfreq(self) -> float:
-        return self.files[0].sfreq
-
-    @property
-    def n_dropped(self) -> int:
-        return sum(f.n_missing_target for f in self.files)
-
-    def summary(self) -> dict:
-        return {
-            "files": [f.summary() for f in self.files],
-            "n_windows": len(self),
-            "n_subjects": len(set(self.subjects.tolist())),
-            "dropped_missing_target": self.n_dropped,
-            "subjects_without_target": list(self.dropped_subjects),
-        }
-
-
-def read_file_info(
-    path: str | os.PathLike[str], *, target: str | None = None, layout: str | None = None
-) -> tuple[FileInfo, np.ndarray, np.ndarray]:
-    """Validate one file (with :func:`pipelines.hdf5_io.open_windows`) and read its labels.
-
-    Parameters
-    ----------
-    path : path
-    target : str, optional
-        Label name (``externalizing`` or ``p_factor`` for Challenge 2 files, ``response_time`` for
-        Challenge 1 files); default per layout (:data:`DEFAULT_TARGETS`).
-    layout : str, optional
-        ``challenge1`` or ``challenge2``; default: detected.
-
-    Returns
-    -------
-    info : FileInfo
-    subjects : np.ndarray, shape (n_windows,), object (str, ``NDAR...`` form)
-    targets : np.ndarray, shape (n_windows,), float32 (NaN where missing)
-    """
-    from pipelines.errors import InputDataError
-    from pipelines.hdf5_io import open_windows
-    from pipelines.hdf5_layout import KNOWN_LAYOUTS
-
-    lay = None
-    if layout is not None:
-        if layout not in KNOWN_LAYOUTS:
-            raise DataError(f"unknown layout {layout!r}; expected one of {sorted(KNOWN_LAYOUTS)}")
-        lay = KNOWN_LAYOUTS[layout]
-    try:
-        windows = open_windows(path, layout=lay)
-    except InputDataError as exc:
-        raise DataError(str(exc)) from exc
-    with windows:
-        name = windows.layout.name
-        target_name = target or DEFAULT_TARGETS.get(name)
-        if target_name not in windows.labels:
-            raise DataError(
-                f"{windows.path}: no target {target_name!r} in this {name} file; it has "
-                f"{sorted(windows.labels) or 'no labels'} (datasets "
-                f"{dict(windows.layout.labels)}). Pass --target with one of them"
-            )
-        targets = np.asarray(windows.labels[target_name], dtype=np.float32)
-        info = FileInfo(
-            path=str(windows.path),
-            layout=name,
-            data_name=windows.layout.data,
-            target_name=target_name,
-            n_windows=windows.n_windows,
-            n_channels=windows.n_channels,
-            n_times=windows.n_times,
-            sfreq=float(windows.sfreq),
-            release=windows.release or Path(path).stem,
-            to_uv=float(windows.to_uv),
-            ch_names=tuple(windows.channel_names),
-            n_missing_target=int(np.isnan(targets).sum()),
-        )
-        subjects = np.array(windows.subject_ids, dtype=object)
-    return info, subjects, targets
-
-
-def build_index(
-    paths: Sequence[str | os.PathLike[str]], *, target: str | None = None, layout: str | None = None
-) -> WindowIndex:
-    """Index the usable windows of ``paths``; windows whose target is NaN are dropped and counted.
-
-    Raises
-    ------
-    DataError
-        A file is missing or unreadable, files disagree on channels or sampling rate, or no
-        window is left.
-    """
-    if not paths:
-        raise DataError("no input files given; pass --data FILE [FILE ...]")
-    infos: list[FileInfo] = []
-    file_idx, rows, subjects, targets, releases = [], [], [], [], []
-    all_subjects: set[str] = set()
-    for i, path in enumerate(paths):
-        info, subj, targ = read_file_info(path, target=target, layout=layout)
-        if infos:
-            first = infos[0]
-            if info.ch_names != first.ch_names:
-                raise DataError(
-                    f"{info.path}: channels {info.n_channels} ({info.ch_names[:3]}...) differ from "
-                    f"{first.path} ({first.n_channels}, {first.ch_names[:3]}...); files with "
-                    "different channel sets or orders are not mixed: train on one montage"
-                )
-            if info.sfreq != first.sfreq:
-                raise DataError(
-                    f"{info.path}: sfreq {info.sfreq} Hz differs from {first.path} "
-                    f"({first.sfreq} Hz); resample to one rate first"
-                )
-        infos.append(info)
-        all_subjects.update(subj.tolist())
-        keep = ~np.isnan(targ)
-        kept = np.flatnonzero(keep)
-        file_idx.append(np.full(kept.shape[0], i, dtype=np.int32))
-        rows.append(kept.astype(np.int64))
-        subjects.append(subj[keep])
-        targets.append(targ[keep])
-        releases.append(np.full(kept.shape[0], info.release, dtype=object))
-    index = WindowIndex(
-        files=tuple(infos),
-        file_idx=np.concatenate(file_idx),
-        rows=np.concatenate(rows),
-        subjects=np.concatenate(subjects),
-        targets=np.concatenate(targets).astype(np.float32),
-        releases=np.concatenate(releases),
-        dropped_subjects=(),
-    )
-    kept_subjects = set(index.subjects.tolist())
-    index = WindowIndex(
-        files=index.files,
-        file_idx=index.file_idx,
-        rows=index.rows,
-        subjects=index.subjects,
-        targets=index.targets,
-        releases=index.releases,
-        dropped_subjects=tuple(sorted(all_subjects - kept_subjects)),
-    )
-    if len(index) == 0:
-        raise DataError(
-            f"no window with a target in {[str(p) for p in paths]} "
-            f"({index.n_dropped} windows had a missing target); check --target"
-        )
-    return index
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -361,8 +148,8 @@ class WindowDataset(Dataset):
         """Write the window at ``position`` (cropped, uV, normalised) into ``out`` (C, T) float32.
 
         Gzip files chunked by whole windows (the EEG2025 caches) are decoded here from the raw
-        chunk (:func:`pipelines.hdf5_chunks.decode_chunk`: ISA-L inflate, and only the cropped
-        samples unshuffled), about 3x faster than h5py's filter pipeline plus its selection machinery;
+        chunk (:func:`pipelines.hdf5_chunks.decode_chunk`: ISA-L inflate, and only the cropped samples
+        unshuffled), about 3x faster than h5py's filter pipeline plus its selection machinery;
         other files are read through h5py. Both give the same values.
         """
         from pipelines.hdf5_chunks import ChunkDecodeError, decode_chunk
@@ -426,7 +213,7 @@ class WindowDataset(Dataset):
         position = int(self.positions[i])
         return self._sample(position, self.read_window(position, crop_seed))
 
-    def __getitems__(self, keys: Sequence) -> WindowBatch:
+    def __getitems__(self, keys: Sequence) -> StackedSamples:
         """A whole batch at once (DataLoader calls this with a batch's keys).
 
         The windows are written straight into one (B, C, T) float32 tensor, and targets and
@@ -442,7 +229,7 @@ class WindowDataset(Dataset):
         arr = x.numpy()
         for b, (position, (_, seed)) in enumerate(zip(positions, parsed, strict=True)):
             self._read_into(position, seed, arr[b])
-        batch = WindowBatch(self._sample(p, arr[b]) for b, p in enumerate(positions))
+        batch = StackedSamples(self._sample(p, arr[b]) for b, p in enumerate(positions))
         y.numpy()[:] = [s[1] for s in batch]  # float -> float32, as torch.tensor(ys) does
         pos.numpy()[:] = positions
         batch.x, batch.y, batch.positions = x, y, pos
@@ -497,13 +284,8 @@ def compute_channel_stats(
 
 
 __all__ = [
-    "DEFAULT_TARGETS",
     "EpochSampler",
-    "FileInfo",
     "WindowDataset",
-    "WindowIndex",
-    "build_index",
     "compute_channel_stats",
-    "read_file_info",
     "worker_init_fn",
 ]

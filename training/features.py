@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from training.errors import FeatureError
-from training.loader import WindowBatch, batch_tensor
+from training.loader import StackedSamples
 
 logger = logging.getLogger(__name__)
 
@@ -259,10 +259,8 @@ class FeatureScaler:
 
 
 def _stack(arrays: Sequence[np.ndarray]) -> torch.Tensor:
-    """Stack equal-shape float32 arrays into one tensor (in shared memory inside a worker)."""
-    out = batch_tensor((len(arrays), *arrays[0].shape))
-    np.stack(arrays, out=out.numpy())
-    return out
+    """Stack equal-shape arrays into one float32 tensor."""
+    return torch.from_numpy(np.stack(arrays).astype(np.float32, copy=False))
 
 
 class BatchCollate:
@@ -294,7 +292,7 @@ class BatchCollate:
 
     def __call__(self, samples: list[tuple]) -> dict:
         xs, ys, subjects, positions = zip(*samples, strict=True)
-        if isinstance(samples, WindowBatch):  # already collated by WindowDataset.__getitems__
+        if isinstance(samples, StackedSamples):  # already collated by WindowDataset.__getitems__
             batch = {
                 "x": samples.x,
                 "y": samples.y,

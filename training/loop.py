@@ -216,6 +216,118 @@ def predict(
     return np.concatenate(ys).astype(np.float64), y_pred, np.asarray(subjects), loss
 
 
+class _StepReporter:
+    """Step metrics every ``log_every`` batches (recorder and live) and heartbeats."""
+
+    def __init__(
+        self,
+        recorder: RunRecorder | None,
+        live: LiveSink | None,
+        *,
+        log_every: int,
+        heartbeat_s: float,
+    ) -> None:
+        self.recorder = recorder
+        self.live = live
+        self.log_every = max(1, log_every)
+        self.heartbeat_s = heartbeat_s
+        self.last_beat = time.monotonic()
+        self.start_window()
+
+    def start_window(self) -> None:
+        self.window_start, self.window_batches = time.perf_counter(), 0
+
+    def step(self, epoch: int, step: int, loss: float, lr: float, meter: _LookupMeter, bar) -> None:
+        """After training step ``step`` of ``epoch`` (loss in the target's unit)."""
+        self.window_batches += 1
+        if step % self.log_every == 0:
+            now = time.perf_counter()
+            metrics = {
+                "loss": loss,
+                "lr": lr,
+                "batches_per_s": self.window_batches / max(now - self.window_start, 1e-9),
+                **meter.summary(),
+            }
+            self.start_window()
+            if self.recorder is not None:
+                self.recorder.log_metrics(metrics, step=step)
+            if self.live is not None:
+                self.live.publish("step", epoch=epoch, step=step, **metrics)
+            bar.set_postfix(loss=f"{loss:.3f}")
+        if self.recorder is not None and time.monotonic() - self.last_beat >= self.heartbeat_s:
+            self.recorder.heartbeat()
+            self.last_beat = time.monotonic()
+
+
+@dataclass
+class _Trainer:
+    """The parts of :func:`fit` that every step uses."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    device: torch.device
+    scale: TargetScale
+
+    def step(self, batch: dict, epoch: int, global_step: int) -> tuple[float, int]:
+        """One optimiser step; (loss in the target's unit, samples)."""
+        x, y, feats = _to_device(batch, self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.model(x, feats).squeeze(-1)
+        loss = self.loss_fn(out, self.scale.to_model(y))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {float(loss)} at epoch {epoch}, step {global_step}; lower "
+                "the learning rate (--lr) or check the inputs for NaN"
+            )
+        loss.backward()
+        self.optimizer.step()
+        return loss.item() * _loss_scale(self.loss_fn, self.scale), int(y.shape[0])
+
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def _train_epoch(
+    trainer: _Trainer,
+    loader,
+    epoch: int,
+    state: LoopState,
+    meter: _LookupMeter,
+    reporter: _StepReporter,
+    progress: bool,
+) -> dict[str, float]:
+    """One pass over ``loader``: ``train_loss``, ``train_s`` and ``batches_per_s``."""
+    from tqdm.auto import tqdm
+
+    trainer.model.train()
+    started = time.perf_counter()
+    reporter.start_window()
+    total_loss, n_samples, n_batches = 0.0, 0, 0
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch}",
+        leave=False,
+        disable=None if progress else True,  # None: off when not a terminal
+        unit="batch",
+        dynamic_ncols=True,
+    )
+    for batch in bar:
+        meter.add(batch.get("lookup"))
+        batch_loss, n = trainer.step(batch, epoch, state.global_step)
+        total_loss += batch_loss * n
+        n_samples += n
+        n_batches += 1
+        state.global_step += 1
+        reporter.step(epoch, state.global_step, batch_loss, trainer.lr(), meter, bar)
+    seconds = time.perf_counter() - started
+    return {
+        "train_loss": total_loss / max(n_samples, 1),
+        "train_s": seconds,
+        "batches_per_s": n_batches / max(seconds, 1e-9),
+    }
+
+
 def fit(
     model: nn.Module,
     train_loader,
@@ -248,87 +360,33 @@ def fit(
     writes the checkpoint (the caller records it). ``primary_metric`` (lower is better) picks the
     best epoch.
     """
-    from tqdm.auto import tqdm
-
     say = echo or (lambda text: logger.info("%s", text))
-    last_beat = time.monotonic()
+    trainer = _Trainer(model, optimizer, loss_fn, device, scale)
+    reporter = _StepReporter(recorder, live, log_every=log_every, heartbeat_s=heartbeat_s)
     meter = _LookupMeter()
     for epoch in range(state.next_epoch, epochs):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
-        model.train()
         meter.start_epoch()
         started = time.perf_counter()
-        window_start, window_batches = started, 0
-        total_loss, n_samples, n_batches = 0.0, 0, 0
-        bar = tqdm(
-            train_loader,
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=None if progress else True,  # None: off when not a terminal
-            unit="batch",
-            dynamic_ncols=True,
-        )
-        for batch in bar:
-            meter.add(batch.get("lookup"))
-            x, y, feats = _to_device(batch, device)
-            optimizer.zero_grad(set_to_none=True)
-            out = model(x, feats).squeeze(-1)
-            loss = loss_fn(out, scale.to_model(y))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {float(loss)} at epoch {epoch}, step {state.global_step}; lower "
-                    "the learning rate (--lr) or check the inputs for NaN"
-                )
-            loss.backward()
-            optimizer.step()
-            batch_loss = loss.item() * _loss_scale(loss_fn, scale)
-            total_loss += batch_loss * y.shape[0]
-            n_samples += y.shape[0]
-            n_batches += 1
-            window_batches += 1
-            state.global_step += 1
-            if state.global_step % max(1, log_every) == 0:
-                now = time.perf_counter()
-                step_metrics = {
-                    "loss": batch_loss,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "batches_per_s": window_batches / max(now - window_start, 1e-9),
-                    **meter.summary(),
-                }
-                window_start, window_batches = now, 0
-                if recorder is not None:
-                    recorder.log_metrics(step_metrics, step=state.global_step)
-                if live is not None:
-                    live.publish("step", epoch=epoch, step=state.global_step, **step_metrics)
-                bar.set_postfix(loss=f"{batch_loss:.3f}")
-            if recorder is not None and time.monotonic() - last_beat >= heartbeat_s:
-                recorder.heartbeat()
-                last_beat = time.monotonic()
-        train_seconds = time.perf_counter() - started
-        lr = optimizer.param_groups[0]["lr"]
+        trained = _train_epoch(trainer, train_loader, epoch, state, meter, reporter, progress)
+        lr = trainer.lr()
         if scheduler is not None:
             scheduler.step()
-
         y_true, y_pred, subjects, val_loss = predict(
             model, val_loader, device, scale, loss_fn, meter
         )
         metrics = {
-            "train_loss": total_loss / max(n_samples, 1),
+            "train_loss": trained["train_loss"],
             "val_loss": val_loss,
             **evaluate(y_true, y_pred, subjects, train_mean=scale.mean),
             "lr": lr,
             "duration_s": time.perf_counter() - started,
-            "train_s": train_seconds,
-            "batches_per_s": n_batches / max(train_seconds, 1e-9),
+            "train_s": trained["train_s"],
+            "batches_per_s": trained["batches_per_s"],
             **meter.summary(),
         }
-        value = metrics[primary_metric]
-        is_best = math.isfinite(value) and value < state.best_metric
-        if is_best:
-            state.best_metric, state.best_epoch = value, epoch
-        state.next_epoch = epoch + 1
-        state.history.append({"epoch": epoch, **{k: _finite(v) for k, v in metrics.items()}})
+        is_best = _end_epoch(state, epoch, metrics, primary_metric)
         if recorder is not None:
             recorder.log_epoch(epoch, metrics)
         if save_checkpoint is not None:
@@ -342,13 +400,29 @@ def fit(
                 best_epoch=state.best_epoch,
                 **metrics,
             )
-        say(
-            f"epoch {epoch:3d}  train_loss {metrics['train_loss']:.4f}  val_loss {val_loss:.4f}  "
-            f"val_nrmse {metrics['val_nrmse']:.3f}  subject {metrics['val_subject_nrmse']:.3f}  "
-            f"(mean predictor {metrics['val_subject_mean_predictor_nrmse']:.3f})  "
-            f"{metrics['duration_s']:.1f}s{'  *best' if is_best else ''}"
-        )
+        say(_epoch_line(epoch, metrics, is_best))
     return state
+
+
+def _end_epoch(state: LoopState, epoch: int, metrics: dict, primary_metric: str) -> bool:
+    """Advance ``state`` past ``epoch``; whether ``epoch`` is the best so far."""
+    value = metrics[primary_metric]
+    is_best = math.isfinite(value) and value < state.best_metric
+    if is_best:
+        state.best_metric, state.best_epoch = value, epoch
+    state.next_epoch = epoch + 1
+    state.history.append({"epoch": epoch, **{k: _finite(v) for k, v in metrics.items()}})
+    return is_best
+
+
+def _epoch_line(epoch: int, metrics: dict, is_best: bool) -> str:
+    return (
+        f"epoch {epoch:3d}  train_loss {metrics['train_loss']:.4f}  "
+        f"val_loss {metrics['val_loss']:.4f}  val_nrmse {metrics['val_nrmse']:.3f}  "
+        f"subject {metrics['val_subject_nrmse']:.3f}  "
+        f"(mean predictor {metrics['val_subject_mean_predictor_nrmse']:.3f})  "
+        f"{metrics['duration_s']:.1f}s{'  *best' if is_best else ''}"
+    )
 
 
 def _finite(value: float) -> float | None:

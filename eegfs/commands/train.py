@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from services.settings import Settings
 
-_RESUME_OVERRIDABLE = ("epochs", "workers", "device", "log_every", "upload_checkpoints")
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 
 @click.command(context_settings={"show_default": True})
@@ -136,72 +139,75 @@ def train(ctx: click.Context, **opts) -> None:
     prints the experiment id, the best epoch, the validation NRMSE against a mean predictor and
     the best checkpoint.
     """
-    from training.runner import TrainConfig, format_summary
+    from training.results import format_summary
     from training.runner import train as run_training
 
     settings: Settings = ctx.obj
     data = tuple(opts["data"]) + tuple(opts["more_data"])
     progress = not opts["no_progress"]
     if opts["resume"]:
-        if opts["challenge"] or data:
-            raise click.UsageError(
-                "--resume continues a run with its recorded data and settings; drop "
-                "--challenge/--data (only --epochs, --workers, --device, --log-every, "
-                "--upload-checkpoints may change)"
-            )
-        overrides = {
-            k: opts[k]
-            for k in _RESUME_OVERRIDABLE
-            if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
-        }
+        overrides = _resume_overrides(ctx, opts, data)
         result = run_training(
-            settings,
-            resume=opts["resume"],
-            overrides=overrides,
-            progress=progress,
-            echo=click.echo,
+            settings, resume=opts["resume"], overrides=overrides, progress=progress, echo=click.echo
         )
     else:
-        if not opts["challenge"] or not data:
-            raise click.UsageError("--challenge and --data are required (or --resume ID)")
-        config = TrainConfig(
-            challenge=int(opts["challenge"]),
-            data=data,
-            epochs=opts["epochs"],
-            batch_size=opts["batch_size"],
-            workers=opts["workers"],
-            device=opts["device"],
-            model=opts["model"],
-            features=opts["features"],
-            feature_set=opts["feature_set"],
-            missing_features=opts["missing_features"],
-            as_of=opts["as_of"],
-            cache_size=opts["cache_size"],
-            val_release=opts["val_release"],
-            val_fraction=opts["val_fraction"],
-            seed=opts["seed"],
-            target=opts["target"],
-            lr=opts["lr"],
-            normalize=not opts["no_normalize"],
-            log_every=opts["log_every"],
-            upload_checkpoints=opts["upload_checkpoints"],
-            name=opts["name"],
-            tags=tuple(opts["tags"]),
-            notes=opts["notes"],
-        )
-        if opts["skip_if_done"]:
-            from training.runner import find_identical_run
-
-            twin = find_identical_run(settings, config)
-            if twin is not None:
-                click.echo(
-                    f"an identical run is already recorded: experiment {twin['_id']} "
-                    f"(completed; same config, code commit and feature snapshot), not training "
-                    f"again\ndetails         eegfs runs show {twin['_id']}"
-                )
-                return
+        config = _config(opts, data)
+        if opts["skip_if_done"] and _report_identical_run(settings, config):
+            return
         result = run_training(settings, config, progress=progress, echo=click.echo)
     click.echo(format_summary(result))
+
+
+def _resume_overrides(ctx: click.Context, opts: dict, data: tuple[str, ...]) -> dict:
+    """The options given on the command line that a resume may change."""
+    from training.config import RESUME_OVERRIDABLE
+
+    if opts["challenge"] or data:
+        allowed = ", ".join("--" + name.replace("_", "-") for name in RESUME_OVERRIDABLE)
+        raise click.UsageError(
+            "--resume continues a run with its recorded data and settings; drop "
+            f"--challenge/--data (only {allowed} may change)"
+        )
+    return {
+        name: opts[name]
+        for name in RESUME_OVERRIDABLE
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    }
+
+
+def _config(opts: dict, data: tuple[str, ...]) -> TrainConfig:
+    """The TrainConfig of the options (each field is the option of the same name; ``normalize``
+    is ``--no-normalize`` negated and ``tags`` the repeated ``--tag``)."""
+    import dataclasses
+
+    from training.config import TrainConfig
+
+    if not opts["challenge"] or not data:
+        raise click.UsageError("--challenge and --data are required (or --resume ID)")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {name: value for name, value in opts.items() if name in fields}
+    values.update(
+        challenge=int(opts["challenge"]),
+        data=data,
+        normalize=not opts["no_normalize"],
+        tags=tuple(opts["tags"]),
+    )
+    return TrainConfig(**values)
+
+
+def _report_identical_run(settings: Settings, config: TrainConfig) -> bool:
+    """With --skip-if-done: print the identical completed run, if there is one."""
+    from training.runner import find_identical_run
+
+    twin = find_identical_run(settings, config)
+    if twin is None:
+        return False
+    click.echo(
+        f"an identical run is already recorded: experiment {twin['_id']} "
+        f"(completed; same config, code commit and feature snapshot), not training "
+        f"again\ndetails         eegfs runs show {twin['_id']}"
+    )
+    return True
 
 
 def register(cli: click.Group) -> None:

@@ -8,15 +8,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from training.data import (
-    EpochSampler,
-    WindowDataset,
-    build_index,
-    compute_channel_stats,
-    worker_init_fn,
-)
+from training.data import EpochSampler, WindowDataset, compute_channel_stats, worker_init_fn
 from training.features import BatchCollate
-from training.loader import WindowBatch
+from training.index import build_index
+from training.loader import StackedSamples
 
 
 def _write(path, *, chunks, shuffle=True, compression="gzip", dtype=np.float32, n=10):
@@ -53,7 +48,7 @@ def test_batched_reads_equal_item_reads_and_h5py(tmp_path, layout):
     ds = WindowDataset(index, crop_samples=200, random_crop=True, stats=stats)
     keys = list(EpochSampler(len(ds), shuffle=True, seed=5))
     batch = ds.__getitems__(keys)
-    assert isinstance(batch, WindowBatch) and batch.x.shape == (len(keys), 129, 200)
+    assert isinstance(batch, StackedSamples) and batch.x.shape == (len(keys), 129, 200)
     for b, key in enumerate(keys):
         x, y, subject, position = ds[key]
         np.testing.assert_array_equal(batch.x[b].numpy(), x)
@@ -66,7 +61,7 @@ def test_batched_reads_equal_item_reads_and_h5py(tmp_path, layout):
         )
 
 
-def test_collate_of_a_window_batch_equals_collate_of_samples(tmp_path):
+def test_collate_of_stacked_samples_equals_collate_of_samples(tmp_path):
     path = tmp_path / "w.h5"
     _write(path, chunks=(1, 129, 400))
     ds = WindowDataset(build_index([str(path)]), crop_samples=200)

@@ -10,15 +10,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from training.data import (
-    EpochSampler,
-    WindowDataset,
-    build_index,
-    compute_channel_stats,
-    worker_init_fn,
-)
+from training.data import EpochSampler, WindowDataset, compute_channel_stats, worker_init_fn
 from training.errors import DataError
 from training.features import BatchCollate
+from training.index import build_index
 from training.normalization import channel_stats
 from training.splits import make_split, split_subjects
 

@@ -16,7 +16,7 @@ from pipelines.feature_store import (
 )
 from pipelines.participants import read_participants
 from services.local import free_port
-from training.data import EpochSampler, WindowDataset, build_index, worker_init_fn
+from training.data import EpochSampler, WindowDataset, worker_init_fn
 from training.errors import FeatureError
 from training.features import (
     BatchCollate,
@@ -27,6 +27,7 @@ from training.features import (
     select_columns,
     setup_features,
 )
+from training.index import build_index
 from training.loader import WindowLoader
 from training.splits import make_split
 

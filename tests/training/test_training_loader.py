@@ -16,8 +16,9 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler
 
-from training.data import EpochSampler, WindowDataset, build_index, worker_init_fn
+from training.data import EpochSampler, WindowDataset, worker_init_fn
 from training.features import BatchCollate, FeatureScaler, TableFeatureSource
+from training.index import build_index
 from training.loader import SlotPool, WindowLoader
 
 
@@ -102,7 +103,7 @@ def test_slot_batches_equal_workers_0_across_epochs_and_a_short_last_batch(index
     for _, b in got:  # copied out of the pool: private memory, one storage per batch
         assert not b["x"].is_shared()
         assert b["x"].untyped_storage().data_ptr() == b["positions"].untyped_storage().data_ptr()
-    assert type(iter(_loader(ds, 0))).__name__ == "_SingleProcessDataLoaderIter"  # no pool
+    assert loader.uses_slots and not _loader(ds, 0).uses_slots  # no pool without workers
 
 
 @pytest.mark.parametrize("persistent", [True, False])
@@ -128,7 +129,7 @@ def test_features_travel_in_the_slot_and_equal_workers_0(index):
         assert b["features"].untyped_storage().data_ptr() == b["x"].untyped_storage().data_ptr()
 
 
-def test_batches_larger_than_a_slot_and_unordered_loaders_fall_back(index):
+def test_batches_larger_than_a_slot_and_loaders_without_slots_fall_back(index):
     ds = WindowDataset(index, crop_samples=200, random_crop=True)
 
     class Uneven(BatchSampler):  # says 3 but yields 3, then 9 (a slot fits 3 plus its tail)
@@ -151,8 +152,9 @@ def test_batches_larger_than_a_slot_and_unordered_loaders_fall_back(index):
     got = read(2, prefetch_factor=1)
     _assert_same(got, want)
     assert [b["x"].is_shared() for _, b in got] == [False, True, True]  # 9 and 11: own segments
-    unordered = _loader(ds, 2, in_order=False, persistent=False)
-    assert all(b["x"].is_shared() for b in unordered)  # no pool: torch's plain path
+    plain = _loader(ds, 2, shared_slots=False, persistent=False)
+    assert not plain.uses_slots
+    assert all(b["x"].is_shared() for b in plain)  # no pool: torch's plain path
 
 
 def test_a_crashed_worker_is_an_error_and_a_new_loader_works(index):
@@ -182,3 +184,96 @@ def test_pool_pack_and_unpack_round_trip_and_copy():
     assert got["extra"][0].tolist() == [7, 8] and got["name"] == "s"
     with pytest.raises(RuntimeError, match="outside the batch's slot"):
         pool.pack({"x": x}, pool.slot_base(0), 24)
+
+
+# --- the two behaviours of torch's DataLoader that the slot pool relies on ----------------------
+class AheadRecorder(WindowDataset):
+    """Records, per worker, how far ahead of the main loop a batch is when its worker starts it.
+
+    ``returned[0]`` counts the batches the main loop has finished with (already copied out of
+    their slots); a worker starting batch ``k`` records ``k - returned[0]``.
+    """
+
+    def __init__(self, index, returned, ahead, **kw):
+        super().__init__(index, **kw)
+        self.returned, self.ahead = returned, ahead
+
+    def __getitems__(self, keys):
+        worker = torch.utils.data.get_worker_info().id
+        self.ahead[worker] = max(int(self.ahead[worker]), keys.ordinal - int(self.returned[0]))
+        time.sleep(float(np.random.default_rng(keys[0][1]).integers(0, 4)) / 1000)
+        return super().__getitems__(keys)
+
+
+@pytest.mark.parametrize(("workers", "prefetch"), [(2, 1), (2, 2), (1, 4)])
+def test_torch_keeps_at_most_prefetch_times_workers_batches_ahead(index, workers, prefetch):
+    """A worker starts batch k only once batch k - P - 1 was returned (P = prefetch x workers).
+
+    This is why P + 1 slots suffice: the slot of batch k is not written again before the main
+    process has copied batch k out.
+    """
+    returned = torch.zeros(1, dtype=torch.int64).share_memory_()
+    ahead = torch.full((workers,), -1, dtype=torch.int64).share_memory_()
+    ds = AheadRecorder(index, returned, ahead, crop_samples=200)
+    loader = _loader(ds, workers, batch_size=2, prefetch=prefetch)
+    for epoch in (0, 1):
+        returned[0] = 0
+        loader.sampler.set_epoch(epoch)
+        for _ in loader:
+            returned[0] += 1
+    depth = prefetch * workers
+    assert int(ahead.max()) <= depth, f"a batch started {int(ahead.max())} ahead, > {depth}"
+    assert int(ahead.max()) >= depth - 1  # the bound is reached: the recording works
+
+
+class EpochTaggedSampler(EpochSampler):
+    """Keys ``(i, epoch)``: each batch says which epoch it belongs to."""
+
+    def __iter__(self):
+        yield from ((i, self.epoch) for i in range(self.n))
+
+
+class Timeline(WindowDataset):
+    """Slow batches that record (epoch, start, end) per worker in shared memory."""
+
+    def __init__(self, index, log, count, **kw):
+        super().__init__(index, **kw)
+        self.log, self.count = log, count
+
+    def __getitems__(self, keys):
+        start = time.monotonic()
+        time.sleep(0.02)
+        out = super().__getitems__(keys)
+        worker = torch.utils.data.get_worker_info().id
+        n = int(self.count[worker])
+        self.log[worker, n] = torch.tensor([keys[0][1], start, time.monotonic()])
+        self.count[worker] = n + 1
+        return out
+
+
+def test_torch_finishes_an_abandoned_epoch_before_persistent_workers_start_the_next(index):
+    """With persistent workers, iter() for a new epoch waits until every worker finished the
+    batches still in flight from the previous one (abandoned here after its first batch): so
+    batch 0 of the new epoch never shares a slot with a batch still being written."""
+    log = torch.zeros((2, 64, 3), dtype=torch.float64).share_memory_()
+    count = torch.zeros(2, dtype=torch.int64).share_memory_()
+    ds = Timeline(index, log, count, crop_samples=200)
+    loader = WindowLoader(
+        ds,
+        batch_size=2,
+        sampler=EpochTaggedSampler(len(ds), shuffle=False, seed=0),
+        num_workers=2,
+        collate_fn=BatchCollate(),
+        persistent_workers=True,
+        prefetch_factor=2,
+    )
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        for _ in loader:
+            if epoch == 0:
+                break  # abandoned with up to 4 batches in flight
+    rows = torch.cat([log[w, : int(count[w])] for w in range(2)])
+    old, new = rows[rows[:, 0] == 0], rows[rows[:, 0] == 1]
+    assert len(old) >= 2, "batches of the abandoned epoch were in flight"
+    assert len(new) == len(loader)
+    assert float(old[:, 2].max()) <= float(new[:, 1].min())

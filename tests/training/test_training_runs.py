@@ -12,8 +12,10 @@ from click.testing import CliRunner
 from services.connections import redis_client
 from services.local import stop_process
 from tracking import Tracker
+from training.checkpoints import load_checkpoint
+from training.config import TrainConfig
 from training.live import channel_name, state_key
-from training.runner import TrainConfig, load_checkpoint, train
+from training.runner import train
 
 
 def _config(env, **kw) -> TrainConfig:
@@ -102,7 +104,7 @@ def test_run_is_recorded_and_streamed_live(train_settings, feature_env):
     assert "val_subject_nrmse" in exp["summary"] and "mean_predictor_nrmse" in exp["summary"]
     assert "epoch   1" in exp["log"]["text"]
     payload = load_checkpoint(Path(best["path"]))
-    assert payload["loop_state"]["next_epoch"] == best["epoch"] + 1
+    assert payload.loop_state.next_epoch == best["epoch"] + 1 and payload.epoch == best["epoch"]
 
     kinds = [m["type"] for m in messages]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 2
@@ -267,7 +269,7 @@ def test_cuda_is_used_only_when_asked_and_available():
     import torch
 
     from training.errors import TrainingError
-    from training.runner import resolve_device
+    from training.prepare import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
