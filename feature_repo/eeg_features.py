@@ -5,7 +5,7 @@ Feast imports every .py file of this directory on ``feast apply``: keep only def
 
 Source paths are relative to this directory and point at the default data directory
 (``../data/features``); the ``eegfs_table`` tag names the table relative to any features
-directory, which is how ``eegfs features apply`` (pipelines.feature_store) points the same
+directory, which is how ``eegfs features apply`` (featurestore.materialize) points the same
 definitions at ``$EEGFS_DATA_DIR/features``.
 
 Timestamps: ``event_timestamp`` is the time the snapshot that holds the row was built, i.e. the

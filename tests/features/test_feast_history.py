@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 from features_testlib import FEATURE_REPO, write_h5, write_participants
 
+from featurestore.client import FeatureStoreClient
+from featurestore.shell_env import shell_environment
 from pipelines.build import BuildOptions, build_features
-from pipelines.feature_store import FeatureStoreClient, shell_environment
 
 A = ["NDARAA000001", "NDARAA000002", "NDARAA000003"]
 B = ["NDARBB000001", "NDARBB000002"]

@@ -8,24 +8,24 @@ import pytest
 import yaml
 from features_testlib import FEATURE_REPO, module_settings
 
-from pipelines import feature_tables as ft
-from pipelines.build import BuildOptions, build_features
-from pipelines.errors import FeatureStoreError
-from pipelines.feature_store import (
+from featurestore import matrices
+from featurestore.client import FeatureStoreClient
+from featurestore.commands import online_features_record
+from featurestore.errors import FeatureStoreError
+from featurestore.labels import (
     INPUT_SERVICES,
     LABEL_FEATURES,
     LABEL_ROLE,
     LABEL_SERVICES,
     ROLE_TAG,
-    FeatureStoreClient,
-    check_feature_repo,
     check_label_exclusion,
     label_feature_names,
-    load_repo_objects,
-    online_features_record,
 )
+from featurestore.repo import check_feature_repo, load_repo_objects
+from featurestore.shell_env import feast_connection_string
+from pipelines import feature_tables as ft
+from pipelines.build import BuildOptions, build_features
 from pipelines.participants import read_participants
-from services.connections import feast_redis_connection_string
 
 ALL_SERVICES = [*INPUT_SERVICES.values(), *LABEL_SERVICES.values()]
 
@@ -118,8 +118,8 @@ def test_input_services_never_contain_labels(demo_store):
         assert not any(
             label in col for col in client.matrix_columns(service) for label in LABEL_FEATURES
         )
-        views = {v for v, _, _ in client._service(service).features}
-        assert all(client._service(service).views[v].tags.get("role") != "label" for v in views)
+        info = client.service_info(service)
+        assert all(info.views[v].tags.get("role") != "label" for v, _, _ in info.features)
     assert {"p_factor", "externalizing"} <= set(client.feature_names(LABEL_SERVICES[2]))
     assert "rt_mean" in client.feature_names(LABEL_SERVICES[1])
     # the guard that apply and doctor run rejects a service that mixes in a label view
@@ -219,9 +219,9 @@ def test_feature_store_yaml_takes_redis_from_the_environment(monkeypatch, redis_
     raw = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
     assert not raw["registry"]["path"].startswith("/")
     assert raw["online_store"]["connection_string"] == "${EEGFS_FEAST_REDIS}"
-    monkeypatch.setenv("EEGFS_FEAST_REDIS", feast_redis_connection_string(redis_url))
+    monkeypatch.setenv("EEGFS_FEAST_REDIS", feast_connection_string(redis_url))
     cfg = load_repo_config(FEATURE_REPO, FEATURE_REPO / "feature_store.yaml")
-    assert cfg.online_store.connection_string == feast_redis_connection_string(redis_url)
+    assert cfg.online_store.connection_string == feast_connection_string(redis_url)
     for src in load_repo_objects(FEATURE_REPO).sources:
         assert not src.path.startswith("/") and src.path.startswith("../data/features/")
 
@@ -252,8 +252,13 @@ def test_online_matrix_equals_the_dataframe_conversion_and_tracks_the_manifest(d
     for service in INPUT_SERVICES.values():
         for _ in range(2):  # cold, then from the cache and the cached matrix plan
             X, cols = client.get_online_matrix(ids, service)
-            ref, ref_cols = client._to_matrix(client.get_online_features(ids, service), service)
-            assert cols == ref_cols
+            ref = matrices.frame_matrix(
+                matrices.build_plan(
+                    client.service_info(service), ft.Manifest.load(settings.features_dir)
+                ),
+                client.get_online_features(ids, service),
+            )
+            assert cols == client.matrix_columns(service)
             np.testing.assert_array_equal(X, ref)
     # the cached plan follows manifest.json: another channel list changes the columns
     path = settings.features_dir / ft.MANIFEST_NAME
