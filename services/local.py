@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 
@@ -135,9 +136,18 @@ def _spawn(command: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
 
 
 def start_redis(
-    port: int, workdir: Path, *, binary: Path | None = None, timeout_s: float = 15.0
+    port: int,
+    workdir: Path,
+    *,
+    binary: Path | None = None,
+    timeout_s: float = 15.0,
+    password: str | None = None,
 ) -> LocalServer:
-    """Start ``redis-server`` on 127.0.0.1:``port`` with data and log in ``workdir``."""
+    """Start ``redis-server`` on 127.0.0.1:``port`` with data and log in ``workdir``.
+
+    With ``password`` the server requires it (``--requirepass``) and the returned ``uri`` holds
+    it percent-encoded.
+    """
     if port_in_use(port):
         raise ServiceError(f"cannot start Redis: port {port} is already in use")
     binary = binary or find_redis_server()
@@ -163,14 +173,18 @@ def start_redis(
         "--protected-mode",
         "yes",
     ]
+    if password is not None:
+        command += ["--requirepass", password]
     process = _spawn(command, log_path, workdir)
-    uri = f"redis://127.0.0.1:{port}/0"
+    auth = "" if password is None else f":{quote(password, safe='')}@"
+    uri = f"redis://{auth}127.0.0.1:{port}/0"
 
     def answers() -> bool:
         return ping_redis(uri, timeout_s=0.5) is not None
 
     _wait_until(answers, timeout_s, process, "redis-server", log_path)
-    return LocalServer("redis", uri, process.pid, port, workdir, log_path, tuple(command))
+    recorded = command if password is None else [*command[:-1], "***"]  # no secret in state files
+    return LocalServer("redis", uri, process.pid, port, workdir, log_path, tuple(recorded))
 
 
 def start_mongo(port: int, workdir: Path, *, timeout_s: float = 60.0) -> LocalServer:
