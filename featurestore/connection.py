@@ -28,13 +28,20 @@ def _chain(exc: BaseException | None):
         exc = exc.__cause__ or exc.__context__
 
 
+def _refused_credentials(exc: BaseException) -> bool:
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    # NOAUTH / WRONGPASS in a reply redis-py did not classify; "Protocol error: unauthenticated
+    # multibulk length" is Redis refusing a long command from a client that did not log in
+    text = str(exc)
+    return isinstance(exc, redis.ResponseError) and (
+        text.startswith(("NOAUTH", "WRONGPASS")) or "unauthenticated" in text
+    )
+
+
 def is_auth_failure(exc: BaseException) -> bool:
     """True when ``exc`` (or an error it wraps) is Redis refusing the credentials."""
-    return any(
-        isinstance(e, redis.AuthenticationError)
-        or (isinstance(e, redis.ResponseError) and str(e).startswith(("NOAUTH", "WRONGPASS")))
-        for e in _chain(exc)
-    )
+    return any(_refused_credentials(e) for e in _chain(exc))
 
 
 def _is_unreachable(exc: BaseException) -> bool:
@@ -60,7 +67,10 @@ def redis_failure(exc: BaseException, url: str, doing: str, *, hint: str = "") -
             f"{doing} failed: {where} does not answer ({exc}). Start it (eegfs services up) or "
             "fix REDIS_URL"
         )
-    return FeatureStoreError(f"{doing} failed: {exc!r}{'. ' + hint if hint else ''}")
+    # type and text: redis-py's repr() hides the server's message
+    return FeatureStoreError(
+        f"{doing} failed: {type(exc).__name__}: {exc}{'. ' + hint if hint else ''}"
+    )
 
 
 __all__ = ["is_auth_failure", "open_redis", "redis_failure"]

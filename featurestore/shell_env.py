@@ -60,7 +60,7 @@ def check_carriable(label: str, key: str, value: str) -> None:
     if "," in value:
         raise _refuse(label, "contains ','")
     if not _feast_reads_back(key, value):
-        raise _refuse(label, "reads as a JSON value (a number, true, false, null, ...)")
+        raise _refuse(label, "reads as JSON (a number or a JSON keyword), which Feast decodes")
     if _survives_yaml(f"{_PROBE_NODE},{key}={value}"):
         return
     for end in range(1, len(value) + 1):

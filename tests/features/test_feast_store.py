@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from features_testlib import FEATURE_REPO, module_settings
+from features_testlib import FEATURE_REPO, assert_same_frames, module_settings
 
 from featurestore import matrices
 from featurestore.client import FeatureStoreClient
@@ -50,24 +50,6 @@ def _all_subjects(demo) -> list[str]:
     return [s for r in sorted(demo.subjects) for s in demo.subjects[r]]
 
 
-def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    """Same columns, dtypes, values and NaN positions (list cells compared element-wise)."""
-    assert list(a.columns) == list(b.columns)
-    for col in a.columns:
-        x, y = a[col].to_numpy(), b[col].to_numpy()
-        assert x.dtype == y.dtype, col
-        if x.dtype == object:
-            for u, v in zip(x, y, strict=True):
-                if isinstance(u, np.ndarray) or isinstance(v, np.ndarray):
-                    np.testing.assert_array_equal(u, v, err_msg=col)
-                elif isinstance(u, float) and np.isnan(u):
-                    assert isinstance(v, float) and np.isnan(v), col
-                else:
-                    assert u == v, col
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=col)
-
-
 def test_every_demo_subject_has_online_input_features(demo_store):
     settings, client, demo = demo_store
     ids = _all_subjects(demo)
@@ -96,9 +78,57 @@ def test_online_and_offline_read_the_same_values_and_missing_values(demo_store):
         offline = client.get_historical_features(
             pd.DataFrame({"subject_id": ids, "event_timestamp": [now] * len(ids)}), service
         ).drop(columns="event_timestamp")
-        _assert_same(online, offline)
+        assert_same_frames(online, offline)
         assert not any(v is None for v in online.to_numpy().ravel())
         assert online.iloc[-1, 1:].isna().all()
+
+
+def _assert_equals_feast(ours: pd.DataFrame, theirs: dict, info) -> int:
+    """Our frame equals Feast's ``to_dict()`` under the client's conventions; returns how many
+    values were missing."""
+    missing = 0
+    for _, feat, kind in info.features:
+        assert ours[feat].dtype == {"f32": np.float32, "f64": np.float64}.get(kind, object), feat
+        for u, v in zip(ours[feat], theirs[feat], strict=True):
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                assert isinstance(u, float) and np.isnan(u), (feat, u)
+                missing += 1
+            elif kind == "list":
+                assert u.dtype == np.float32, feat
+                np.testing.assert_array_equal(u, np.asarray(v, dtype=np.float32), err_msg=feat)
+            elif kind == "f32":
+                assert u == np.float32(v), (feat, u, v)
+            elif kind == "f64":
+                assert u == float(v), (feat, u, v)
+            else:
+                assert u == v and isinstance(u, str), (feat, u, v)
+    return missing
+
+
+def test_online_reads_equal_feasts_own_get_online_features(demo_store):
+    """Every demo subject, unknown ids and repeats, every service, cache off and on (a second
+    read comes from the cache): the same values as FeatureStore.get_online_features."""
+    settings, client, demo = demo_store
+    ids = [*_all_subjects(demo), "NDARNOTTHERE", _all_subjects(demo)[0], "NDARALSONOT"]
+    missing = 0
+    for cache_size in (0, 4096):
+        with FeatureStoreClient(settings, cache_size=cache_size) as fresh:
+            for service in ALL_SERVICES:
+                theirs = client.store.get_online_features(
+                    features=client.store.get_feature_service(service),
+                    entity_rows=[{"subject_id": s} for s in ids],
+                ).to_dict()
+                assert theirs["subject_id"] == ids
+                info = fresh.service_info(service)
+                for _ in range(2):
+                    ours = fresh.get_online_features(ids, service)
+                    assert ours["subject_id"].tolist() == ids
+                    missing += _assert_equals_feast(ours, theirs, info)
+            assert fresh.cache_info()["hits"] == (
+                len(set(ids)) * len(ALL_SERVICES) if cache_size else 0
+            )
+    # unknown subjects, n/a in participants.tsv, subjects without response times
+    assert missing > 4 * 2 * 2 * 2
 
 
 def test_duplicates_prefixes_unknown_ids_keep_order(demo_store):
@@ -106,7 +136,7 @@ def test_duplicates_prefixes_unknown_ids_keep_order(demo_store):
     a, b = demo.subjects["R1"][:2]
     df = client.get_online_features([b, f"sub-{a}", "NDARUNKNOWN", b], "challenge2_inputs_v1")
     assert df["subject_id"].tolist() == [b, a, "NDARUNKNOWN", b]
-    _assert_same(df.iloc[[0]].reset_index(drop=True), df.iloc[[3]].reset_index(drop=True))
+    assert_same_frames(df.iloc[[0]].reset_index(drop=True), df.iloc[[3]].reset_index(drop=True))
     assert df.iloc[2, 1:].isna().all() and not df.iloc[0, 1:4].isna().any()
 
 
@@ -176,6 +206,23 @@ def test_label_names_agree_with_the_repo_and_label_views_are_caught_by_field():
     check_label_exclusion([bad], [*objs.feature_views, leaky])  # without the label view: an input
 
 
+def test_both_challenges_views_and_services_come_from_one_definition():
+    objs = load_repo_objects(FEATURE_REPO)
+    views = {v.name: v for v in objs.feature_views}
+    c1, c2 = views["subject_bandpower_c1"], views["subject_bandpower_c2"]
+    assert [(f.name, f.dtype) for f in c1.features] == [(f.name, f.dtype) for f in c2.features]
+    assert (c1.tags, c2.tags) == (
+        {"role": "input", "challenge": "1"},
+        {"role": "input", "challenge": "2"},
+    )
+    assert c1.batch_source.tags["eegfs_table"] == "subject_features/challenge1"
+    assert c2.batch_source.tags["eegfs_table"] == "subject_features/challenge2"
+    services = {s.name: s for s in objs.feature_services}
+    for k, view in ((1, c1), (2, c2)):
+        projections = services[INPUT_SERVICES[k]].feature_view_projections
+        assert [p.name for p in projections] == [view.name, "subject_demographics"]
+
+
 def test_matrices_have_fixed_documented_columns(demo_store):
     _, client, demo = demo_store
     ids = [*demo.subjects["R2"], "NDARUNKNOWN"]
@@ -235,10 +282,11 @@ def test_check_feature_repo(tmp_path, settings):
         (FEATURE_REPO / "eeg_features.py")
         .read_text()
         .replace(
-            "features=[subject_bandpower_c2_fv, subject_demographics_fv]",
-            "features=[subject_bandpower_c2_fv, subject_labels_fv]",
+            "_inputs_service(2, subject_bandpower_c2_fv)",
+            "_inputs_service(2, subject_labels_fv)",
         )
     )
+    assert text != (FEATURE_REPO / "eeg_features.py").read_text()
     (broken / "eeg_features.py").write_text(text)
     with pytest.raises(FeatureStoreError, match="challenge2_inputs_v1.*label"):
         check_feature_repo(settings.with_overrides(feature_repo=broken))
