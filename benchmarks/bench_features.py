@@ -459,7 +459,7 @@ def bench_historical(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -487,15 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--keep", type=Path, default=None, help="keep the generated data in this directory"
     )
-    args = ap.parse_args(argv)
-    n = args.windows or (2_000 if args.quick else 10_000)
-    mne_windows = args.mne_windows if args.mne_windows is not None else (256 if args.quick else 512)
-    n_rows = 20_000 if args.quick else 100_000
-    calls = 100 if args.quick else 500
-    n_subjects = max(64, n // 40)
+    return ap.parse_args(argv)
 
-    work = args.keep or Path(tempfile.mkdtemp(prefix="eegfs-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+
+def _input_data(work: Path, n: int, n_subjects: int) -> tuple[Path, Path, list[str]]:
+    """``(HDF5 file, participants.tsv, subjects)`` in ``work`` (the file is reused if there)."""
     h5 = work / f"bench_{n}.h5"
     participants = work / "participants.tsv"
     t = time.perf_counter()
@@ -510,20 +506,16 @@ def main(argv: list[str] | None = None) -> int:
         f"data ready in {time.perf_counter() - t:.1f} s; machine: {psutil.cpu_count()} CPUs",
         flush=True,
     )
+    return h5, participants, subjects
 
-    rows: list[tuple] = []
-    targets = Targets()
-    if args.only in (None, "kernel"):
-        print("kernel ...", flush=True)
-        bench_kernel(n, mne_windows, rows, targets)
-    if args.only in (None, "e2e"):
-        print("end to end ...", flush=True)
-        bench_end_to_end(h5, n, work, rows, participants, targets, repeats=args.repeats)
 
-    server = start_redis(free_port(), work / "redis") if args.only in (None, "store") else None
+def _bench_store(
+    work: Path, data: tuple[Path, Path, list[str]], calls: int, n_rows: int, rows, targets
+) -> None:
+    """Online and historical sections on a store built from ``data``, with a private Redis."""
+    h5, participants, subjects = data
+    server = start_redis(free_port(), work / "redis")
     try:
-        if server is None:
-            return _print(rows, targets)
         settings = Settings(
             redis_url=server.uri, data_dir=work / "store", feature_repo=ROOT / "feature_repo"
         )
@@ -537,8 +529,30 @@ def main(argv: list[str] | None = None) -> int:
         print("historical ...", flush=True)
         bench_historical(settings, subjects, n_rows, rows, targets)
     finally:
-        if server is not None:
-            stop_process(server.pid)
+        stop_process(server.pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    n = args.windows or (2_000 if args.quick else 10_000)
+    mne_windows = args.mne_windows if args.mne_windows is not None else (256 if args.quick else 512)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="eegfs-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple] = []
+    targets = Targets()
+    try:
+        data = _input_data(work, n, max(64, n // 40))
+        h5, participants, _ = data
+        if args.only in (None, "kernel"):
+            print("kernel ...", flush=True)
+            bench_kernel(n, mne_windows, rows, targets)
+        if args.only in (None, "e2e"):
+            print("end to end ...", flush=True)
+            bench_end_to_end(h5, n, work, rows, participants, targets, repeats=args.repeats)
+        if args.only in (None, "store"):
+            calls, n_rows = (100, 20_000) if args.quick else (500, 100_000)
+            _bench_store(work, data, calls, n_rows, rows, targets)
+    finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     return _print(rows, targets)

@@ -1,15 +1,17 @@
 """Online reads from Redis, with an in-process cache dropped on every new materialization.
 
-A read of ``n`` subjects is one pipelined round trip: one ``HMGET`` per subject of every feature
-of the service (Feast keeps all views of an entity in one hash; the key and field names come from
-:class:`featurestore.feast_adapter.OnlineLayout`), plus, with the cache off, the ``GET`` of the
-materialization marker. Values are decoded a column at a time
-(:func:`featurestore.feast_adapter.decode_rows`), into two blocks: numbers (float64) and
-objects (strings, float32 arrays). The result equals ``FeatureStore.get_online_features`` with
-the client's value conventions (NaN for missing; a test compares them).
+A read of ``n`` subjects is one round trip: Feast keeps all views of an entity in one hash, so
+the client sends one ``HMGET`` per subject of every feature of the service (keys and field names
+from :class:`featurestore.feast_adapter.OnlineLayout`) plus the ``GET`` of the materialization
+marker, all inside one server-side script (:data:`READ_SCRIPT`), or one pipeline where the
+server or the user refuses scripts. Values are decoded in bulk
+(:func:`featurestore.feast_adapter.decode_rows`) into two blocks: numbers (float64) and objects
+(strings, float32 arrays). The result equals ``FeatureStore.get_online_features`` with the
+client's value conventions (NaN for missing; a test compares them).
 
 With the cache on, the marker is read first (one small ``GET``), hits are served from memory and
-only the misses go to Redis.
+only the misses go to Redis. With it off, the marker comes with the values; when it changed, the
+client drops what it derived from the registry and reads again.
 """
 
 from __future__ import annotations
