@@ -241,14 +241,14 @@ def _fill_float_lists(p: _Packed, rows: np.ndarray, out: np.ndarray) -> None:
         if head is None:
             continue
         hit = rows[p.lengths[rows] == size]
-        values = np.frombuffer(b"".join([p.flat[i] for i in hit]), np.uint8)
+        values = np.frombuffer(b"".join(map(p.flat.__getitem__, hit)), np.uint8)
         values = values.reshape(len(hit), int(size))
         matches = (values[:, : len(head)] == np.frombuffer(head, np.uint8)).all(axis=1)
         hit = hit[matches]
         floats = np.ascontiguousarray(values[matches, len(head) :])
         matrix = floats.view("<f4").astype(np.float32, copy=False)
-        for i, row in zip(hit, matrix, strict=True):
-            out[i] = row
+        # one float32 row view per value; the None makes NumPy keep a 1-D array of arrays
+        out[hit] = np.array([*matrix, None], dtype=object)[:-1]
         p.done[hit] = True
 
 
