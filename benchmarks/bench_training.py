@@ -44,8 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from demodata.writer import write_demo_data  # noqa: E402
+from featurestore.client import FeatureStoreClient  # noqa: E402
+from featurestore.labels import INPUT_SERVICES  # noqa: E402
 from pipelines.build import BuildOptions, build_features  # noqa: E402
-from pipelines.feature_store import INPUT_SERVICES, FeatureStoreClient  # noqa: E402
 from services.local import free_port, start_redis, stop_process  # noqa: E402
 from services.settings import Settings  # noqa: E402
 from training.challenges import get_challenge  # noqa: E402

@@ -5,7 +5,7 @@ Feast imports every .py file of this directory on ``feast apply``: keep only def
 
 Source paths are relative to this directory and point at the default data directory
 (``../data/features``); the ``eegfs_table`` tag names the table relative to any features
-directory, which is how ``eegfs features apply`` (pipelines.feature_store) points the same
+directory, which is how ``eegfs features apply`` (featurestore.materialize) points the same
 definitions at ``$EEGFS_DATA_DIR/features``.
 
 Timestamps: ``event_timestamp`` is the time the snapshot that holds the row was built, i.e. the
@@ -47,18 +47,19 @@ def _source(name: str, table: str, description: str) -> FileSource:
     )
 
 
+def _subject_features_source(challenge: int) -> FileSource:
+    """Band-power aggregates per subject and snapshot from one challenge's windows."""
+    return _source(
+        f"subject_features_c{challenge}_source",
+        f"subject_features/challenge{challenge}",
+        f"per-subject band-power aggregates over good Challenge {challenge} windows",
+    )
+
+
 # Band-power aggregates per subject and snapshot, from Challenge 1 (2 s task) windows.
-subject_features_c1_source = _source(
-    "subject_features_c1_source",
-    "subject_features/challenge1",
-    "per-subject band-power aggregates over good Challenge 1 windows",
-)
+subject_features_c1_source = _subject_features_source(1)
 # Band-power aggregates per subject and snapshot, from Challenge 2 (4 s) windows.
-subject_features_c2_source = _source(
-    "subject_features_c2_source",
-    "subject_features/challenge2",
-    "per-subject band-power aggregates over good Challenge 2 windows",
-)
+subject_features_c2_source = _subject_features_source(2)
 # Demographics from participants.tsv.
 subject_demographics_source = _source(
     "subject_demographics_source",
@@ -120,28 +121,24 @@ def _bandpower_schema() -> list[Field]:
     return fields
 
 
+def _bandpower_view(challenge: int, source: FileSource) -> FeatureView:
+    """The band-power input view of one challenge (the same schema for both)."""
+    return FeatureView(
+        name=f"subject_bandpower_c{challenge}",
+        entities=[subject],
+        ttl=TTL,
+        schema=_bandpower_schema(),
+        online=True,
+        source=source,
+        description=f"band-power aggregates over each subject's good Challenge {challenge} windows",
+        tags={"role": "input", "challenge": str(challenge)},
+    )
+
+
 # Challenge 1 band-power features per subject.
-subject_bandpower_c1_fv = FeatureView(
-    name="subject_bandpower_c1",
-    entities=[subject],
-    ttl=TTL,
-    schema=_bandpower_schema(),
-    online=True,
-    source=subject_features_c1_source,
-    description="band-power aggregates over each subject's good Challenge 1 windows",
-    tags={"role": "input", "challenge": "1"},
-)
+subject_bandpower_c1_fv = _bandpower_view(1, subject_features_c1_source)
 # Challenge 2 band-power features per subject.
-subject_bandpower_c2_fv = FeatureView(
-    name="subject_bandpower_c2",
-    entities=[subject],
-    ttl=TTL,
-    schema=_bandpower_schema(),
-    online=True,
-    source=subject_features_c2_source,
-    description="band-power aggregates over each subject's good Challenge 2 windows",
-    tags={"role": "input", "challenge": "2"},
-)
+subject_bandpower_c2_fv = _bandpower_view(2, subject_features_c2_source)
 # Demographics (inputs).
 subject_demographics_fv = FeatureView(
     name="subject_demographics",
@@ -190,20 +187,21 @@ subject_rt_labels_fv = FeatureView(
     tags={"role": "label", "challenge": "1"},
 )
 
+
+def _inputs_service(challenge: int, bandpower: FeatureView) -> FeatureService:
+    """Model inputs of one challenge: its band power + demographics (no label view)."""
+    return FeatureService(
+        name=f"challenge{challenge}_inputs_v1",
+        features=[bandpower, subject_demographics_fv],
+        description=f"Challenge {challenge} model inputs (no labels)",
+        tags={"role": "input", "challenge": str(challenge)},
+    )
+
+
 # Model inputs for Challenge 1: task band power + demographics.
-challenge1_inputs_v1 = FeatureService(
-    name="challenge1_inputs_v1",
-    features=[subject_bandpower_c1_fv, subject_demographics_fv],
-    description="Challenge 1 model inputs (no labels)",
-    tags={"role": "input", "challenge": "1"},
-)
+challenge1_inputs_v1 = _inputs_service(1, subject_bandpower_c1_fv)
 # Model inputs for Challenge 2: band power + demographics.
-challenge2_inputs_v1 = FeatureService(
-    name="challenge2_inputs_v1",
-    features=[subject_bandpower_c2_fv, subject_demographics_fv],
-    description="Challenge 2 model inputs (no labels)",
-    tags={"role": "input", "challenge": "2"},
-)
+challenge2_inputs_v1 = _inputs_service(2, subject_bandpower_c2_fv)
 # Labels for Challenge 1 (response time).
 challenge1_labels_v1 = FeatureService(
     name="challenge1_labels_v1",

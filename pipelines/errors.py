@@ -5,8 +5,9 @@ Hierarchy::
     PipelineError                 root: catch this to handle anything the pipelines raise
     ├── InputDataError            a bad input file (HDF5 or participants.tsv): names file, dataset, problem, fix
     ├── ChunkDecodeError          (pipelines.hdf5_chunks) a raw HDF5 chunk does not decode; callers name the file
-    ├── FeatureTableError         the Parquet feature tables or their manifest are unusable
-    └── FeatureStoreError         Feast repository, registry, online store or retrieval failed
+    └── FeatureTableError         the Parquet feature tables or their manifest are unusable
+
+The feature-store client (``featurestore``) derives its own root error from ``PipelineError``.
 
 Every message names the file/dataset/key, what was found, what was expected and a fix.
 """
@@ -26,8 +27,4 @@ class FeatureTableError(PipelineError):
     """The feature tables under ``data/features`` are missing, inconsistent or unwritable."""
 
 
-class FeatureStoreError(PipelineError):
-    """The Feast repository, registry, online store or a retrieval failed."""
-
-
-__all__ = ["FeatureStoreError", "FeatureTableError", "InputDataError", "PipelineError"]
+__all__ = ["FeatureTableError", "InputDataError", "PipelineError"]

@@ -7,7 +7,7 @@ would stall training. Every client the project makes comes from here, with expli
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pymongo
 import redis
@@ -82,20 +82,3 @@ def redis_url_with_db(url: str, db: int) -> str:
     """``url`` pointing at database number ``db`` instead of its own."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
-
-def feast_redis_connection_string(url: str) -> str:
-    """Feast's Redis ``connection_string`` (``host:port,db=N[,password=..][,ssl=true]``) for ``url``.
-
-    Feast does not take a URL; this is the only place that converts one into the other.
-    """
-    host, port, db = redis_host_port_db(url)
-    parts = urlsplit(url)
-    fields = [f"{host}:{port}", f"db={db}"]
-    if parts.username and parts.username != "default":
-        fields.append(f"username={unquote(parts.username)}")
-    if parts.password:
-        fields.append(f"password={unquote(parts.password)}")
-    if parts.scheme == "rediss":
-        fields.append("ssl=true")
-    return ",".join(fields)

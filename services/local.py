@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 
@@ -145,6 +146,7 @@ def _start_server(
     uri: str,
     answers: Callable[[str], bool],
     timeout_s: float,
+    recorded_command: list[str] | None = None,
 ) -> LocalServer:
     """Start ``command`` as a server in its own session and wait until ``answers(uri)``.
 
@@ -157,7 +159,8 @@ def _start_server(
     log_path = workdir / f"{name}.log"
     process = _spawn(command, log_path, workdir)
     _wait_until(lambda: answers(uri), timeout_s, process, label, log_path)
-    return LocalServer(name, uri, process.pid, port, workdir, log_path, tuple(command))
+    recorded = tuple(command if recorded_command is None else recorded_command)
+    return LocalServer(name, uri, process.pid, port, workdir, log_path, recorded)
 
 
 def _workdir(path: Path) -> Path:
@@ -167,9 +170,18 @@ def _workdir(path: Path) -> Path:
 
 
 def start_redis(
-    port: int, workdir: Path, *, binary: Path | None = None, timeout_s: float = 15.0
+    port: int,
+    workdir: Path,
+    *,
+    binary: Path | None = None,
+    timeout_s: float = 15.0,
+    password: str | None = None,
 ) -> LocalServer:
-    """Start ``redis-server`` on 127.0.0.1:``port`` with data and log in ``workdir``."""
+    """Start ``redis-server`` on 127.0.0.1:``port`` with data and log in ``workdir``.
+
+    With ``password`` the server requires it (``--requirepass``) and the returned ``uri`` holds
+    it percent-encoded.
+    """
     binary = binary or find_redis_server()
     workdir = _workdir(workdir)
     command = [
@@ -179,13 +191,19 @@ def start_redis(
         *("--save", "60 1", "--appendonly", "no"),
         *("--daemonize", "no", "--protected-mode", "yes"),
     ]
+    recorded = list(command)  # no secret in state files
+    if password is not None:
+        command += ["--requirepass", password]
+        recorded += ["--requirepass", "***"]
+    auth = "" if password is None else f":{quote(password, safe='')}@"
     return _start_server(
         "redis",
         "redis-server",
         port=port,
         workdir=workdir,
         command=command,
-        uri=f"redis://127.0.0.1:{port}/0",
+        recorded_command=recorded,
+        uri=f"redis://{auth}127.0.0.1:{port}/0",
         answers=lambda uri: ping_redis(uri, timeout_s=0.5) is not None,
         timeout_s=timeout_s,
     )

@@ -183,11 +183,16 @@ def cli_env(settings) -> dict[str, str]:
 
 @pytest.fixture
 def start_local_redis(tmp_path) -> Iterator:
-    """Factory: start a private redis-server (stopped at teardown if still running)."""
+    """Factory: start a private redis-server (stopped at teardown if still running);
+    ``start(password=...)`` makes it require that password (its ``uri`` carries it)."""
     started: list[LocalServer] = []
 
-    def start(port: int | None = None, workdir: Path | None = None) -> LocalServer:
-        server = start_redis(port or free_port(), workdir or tmp_path / f"redis-{len(started)}")
+    def start(
+        port: int | None = None, workdir: Path | None = None, *, password: str | None = None
+    ) -> LocalServer:
+        server = start_redis(
+            port or free_port(), workdir or tmp_path / f"redis-{len(started)}", password=password
+        )
         started.append(server)
         return server
 

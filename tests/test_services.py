@@ -13,12 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from eegfs.cli import cli
-from services.connections import (
-    ServiceError,
-    feast_redis_connection_string,
-    mask_uri,
-    redis_url_with_db,
-)
+from services.connections import ServiceError, mask_uri, redis_host_port_db, redis_url_with_db
 from services.doctor import (
     BASE_CHECKS,
     CheckFailed,
@@ -98,15 +93,11 @@ def test_settings_repr_masks_passwords():
     assert "hunter2" not in repr(s) and "hunter2" not in str(s)
 
 
-def test_feast_connection_string_from_redis_url():
-    assert feast_redis_connection_string("redis://localhost:6379/0") == "localhost:6379,db=0"
-    assert (
-        feast_redis_connection_string("redis://:pw@10.0.0.5:6380/3")
-        == "10.0.0.5:6380,db=3,password=pw"
-    )
-    assert feast_redis_connection_string("rediss://u:pw@h/1").endswith("password=pw,ssl=true")
+def test_redis_url_parts():
+    assert redis_host_port_db("redis://localhost:6379/0") == ("localhost", 6379, 0)
+    assert redis_host_port_db("redis://:p%40ss%2Fw@10.0.0.5:6380/3") == ("10.0.0.5", 6380, 3)
     with pytest.raises(ServiceError, match="redis://"):
-        feast_redis_connection_string("http://localhost:6379")
+        redis_host_port_db("http://localhost:6379")
     assert redis_url_with_db("redis://h:1/0?x=1", 9) == "redis://h:1/9?x=1"
 
 

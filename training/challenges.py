@@ -29,7 +29,7 @@ class ChallengeConfig:
     crop_seconds: float | None  # None: whole window
     primary_metric: str  # key of training.metrics.evaluate()
     default_layout: str  # HDF5 layout name the challenge's files use
-    #: Input feature service index in pipelines.feature_store.INPUT_SERVICES.
+    #: Input feature service index in featurestore.labels.INPUT_SERVICES.
     feature_service_key: int
 
     def make_loss(self) -> nn.Module:

@@ -1,9 +1,9 @@
-"""Subject features for training, from the feature store of :mod:`pipelines.feature_store`.
+"""Subject features for training, from the feature store of :mod:`featurestore`.
 
 Three modes:
 
 * ``online``: one lookup per batch for the batch's unique subjects, from Redis through
-  :class:`pipelines.feature_store.FeatureStoreClient` and its in-process cache (dropped by the
+  :class:`featurestore.client.FeatureStoreClient` and its in-process cache (dropped by the
   client when a newer materialization is seen). The lookup runs in the collate function, i.e. in
   the DataLoader worker processes, so it overlaps the training step instead of stalling it; each
   worker opens its own client lazily (nothing unpicklable travels to the workers).
@@ -62,7 +62,7 @@ def base_feature_name(column: str) -> str:
 
 def check_no_labels(columns: Sequence[str], service: str) -> None:
     """Raise :class:`FeatureError` when ``service`` is not an input service or a column is a label."""
-    from pipelines.feature_store import INPUT_SERVICES, LABEL_FEATURES
+    from featurestore.labels import INPUT_SERVICES, LABEL_FEATURES
 
     if service not in INPUT_SERVICES.values():
         raise FeatureError(
@@ -146,7 +146,7 @@ class OnlineFeatureSource:
 
     def client(self):
         """This process's :class:`FeatureStoreClient` (a forked worker opens its own)."""
-        from pipelines.feature_store import FeatureStoreClient
+        from featurestore.client import FeatureStoreClient
 
         if self._client is None or self._pid != os.getpid():
             self._client = FeatureStoreClient(self.settings, cache_size=self.cache_size)
@@ -374,7 +374,7 @@ def _snapshots_as_of(settings, when: datetime) -> list[str]:
 
 
 def _client(settings, cache_size: int):
-    from pipelines.feature_store import FeatureStoreClient
+    from featurestore.client import FeatureStoreClient
 
     return FeatureStoreClient(settings, cache_size=cache_size)
 
@@ -401,8 +401,8 @@ def setup_features(
         Unknown mode, nothing materialized (online), a label column, or no training subject
         with features.
     """
+    from featurestore.labels import INPUT_SERVICES
     from pipelines.errors import PipelineError
-    from pipelines.feature_store import INPUT_SERVICES
     from services.connections import mask_uri
 
     if mode not in FEATURE_MODES:

@@ -117,7 +117,7 @@ def find_identical_run(settings, config: TrainConfig) -> dict | None:
         )
         served = None
         if config.features == "online":
-            from pipelines.feature_store import FeatureStoreClient
+            from featurestore.client import FeatureStoreClient
 
             client = FeatureStoreClient(settings, cache_size=0)
             try:

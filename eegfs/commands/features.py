@@ -1,4 +1,5 @@
-"""``eegfs features build|apply|materialize|get|env``: thin wrappers over ``pipelines``."""
+"""``eegfs features build|apply|materialize|get|env``: thin wrappers over ``pipelines`` (build)
+and ``featurestore`` (the rest)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def build(
 @click.pass_obj
 def apply(settings: Settings) -> None:
     """Register feature_repo/ definitions in the Feast registry ($EEGFS_DATA_DIR/features/feast)."""
-    from pipelines.feature_store import apply_feature_repo
+    from featurestore.commands import apply_feature_repo
 
     click.echo(apply_feature_repo(settings))
 
@@ -108,7 +109,7 @@ def materialize(settings: Settings, end: datetime | None) -> None:
     """Load every snapshot not yet online into Redis (REDIS_URL)."""
     from datetime import UTC
 
-    from pipelines.feature_store import materialize_features
+    from featurestore.commands import materialize_features
 
     click.echo(materialize_features(settings, end.replace(tzinfo=UTC) if end else None))
 
@@ -130,7 +131,7 @@ def materialize(settings: Settings, end: datetime | None) -> None:
 @click.pass_obj
 def get(settings: Settings, subjects, services) -> None:
     """Print a subject's online features from Redis as JSON (missing values are null)."""
-    from pipelines.feature_store import online_features_record
+    from featurestore.commands import online_features_record
 
     records = online_features_record(settings, list(subjects), list(services) or None)
     click.echo(json.dumps(records[0] if len(records) == 1 else records, indent=1))
@@ -142,16 +143,19 @@ def env(settings: Settings) -> None:
     """Print the shell exports the plain Feast CLI needs in feature_repo/.
 
     EEGFS_FEAST_REDIS is Feast's Redis connection string derived from REDIS_URL; it includes the
-    Redis password when REDIS_URL has one, so evaluate it rather than pasting it into logs.
+    Redis password when REDIS_URL has one, so evaluate it rather than pasting it into logs. A
+    password that this string cannot carry (a ',', a JSON value such as 123 or null, YAML
+    specials) is refused with the reason; the other eegfs commands work with any password.
 
     \b
     Usage:  eval "$(eegfs features env)" && cd feature_repo && feast apply
     """
     import shlex
 
-    from pipelines.feature_store import shell_environment
+    from featurestore.shell_env import shell_environment
 
-    for key, value in shell_environment(settings).items():
+    variables = shell_environment(settings)
+    for key, value in variables.items():
         click.echo(f"export {key}={shlex.quote(value)}")
 
 

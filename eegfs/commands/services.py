@@ -90,7 +90,7 @@ def status(settings: Settings) -> None:
 
 
 def _feast_repo_check(settings: Settings) -> str:
-    from pipelines.feature_store import check_feature_repo
+    from featurestore.repo import check_feature_repo
 
     return check_feature_repo(settings)
 

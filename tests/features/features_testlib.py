@@ -132,3 +132,21 @@ def flush(url: str) -> None:
         client.flushdb()
     finally:
         client.close()
+
+
+def assert_same_frames(a, b) -> None:
+    """Same columns, dtypes, values and NaN positions (list cells compared element-wise)."""
+    assert list(a.columns) == list(b.columns)
+    for col in a.columns:
+        x, y = a[col].to_numpy(), b[col].to_numpy()
+        assert x.dtype == y.dtype, col
+        if x.dtype == object:
+            for u, v in zip(x, y, strict=True):
+                if isinstance(u, np.ndarray) or isinstance(v, np.ndarray):
+                    np.testing.assert_array_equal(u, v, err_msg=col)
+                elif isinstance(u, float) and np.isnan(u):
+                    assert isinstance(v, float) and np.isnan(v), col
+                else:
+                    assert u == v, col
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=col)

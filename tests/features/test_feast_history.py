@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 from features_testlib import FEATURE_REPO, write_h5, write_participants
 
+from featurestore.client import FeatureStoreClient
+from featurestore.shell_env import shell_environment
 from pipelines.build import BuildOptions, build_features
-from pipelines.feature_store import FeatureStoreClient, shell_environment
 
 A = ["NDARAA000001", "NDARAA000002", "NDARAA000003"]
 B = ["NDARBB000001", "NDARBB000002"]
@@ -227,14 +228,18 @@ def test_new_materialization_drops_every_clients_cache(settings, two_files):
     reader.close()
 
 
-def test_plain_feast_cli_apply_and_materialize_incremental(tmp_path, settings, two_files):
-    """`cd feature_repo && feast apply && feast materialize-incremental` as Feast users do."""
+def test_plain_feast_cli_apply_and_materialize_incremental(
+    tmp_path, settings, two_files, start_local_redis
+):
+    """`cd feature_repo && feast apply && feast materialize-incremental` as Feast users do, on a
+    Redis whose password holds characters a URL must escape (EEGFS_FEAST_REDIS carries it)."""
     c2, c1, tsv = two_files
     root = tmp_path / "checkout"
     shutil.copytree(
         FEATURE_REPO, root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__", "data")
     )
-    cli_settings = settings.with_overrides(data_dir=root / "data")
+    server = start_local_redis(password="p@ss w/rd:%=x")
+    cli_settings = settings.with_overrides(data_dir=root / "data", redis_url=server.uri)
     build_features(cli_settings.features_dir, [c2.path, c1.path], tsv, OPTS)
     env = {**os.environ, **shell_environment(cli_settings)}
     feast = str(Path(sys.executable).parent / "feast")

@@ -6,26 +6,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from features_testlib import FEATURE_REPO, module_settings
+from features_testlib import FEATURE_REPO, assert_same_frames, module_settings
 
-from pipelines import feature_tables as ft
-from pipelines.build import BuildOptions, build_features
-from pipelines.errors import FeatureStoreError
-from pipelines.feature_store import (
+from featurestore import matrices
+from featurestore.client import FeatureStoreClient
+from featurestore.commands import online_features_record
+from featurestore.errors import FeatureStoreError
+from featurestore.labels import (
     INPUT_SERVICES,
     LABEL_FEATURES,
     LABEL_ROLE,
     LABEL_SERVICES,
     ROLE_TAG,
-    FeatureStoreClient,
-    check_feature_repo,
     check_label_exclusion,
     label_feature_names,
-    load_repo_objects,
-    online_features_record,
 )
+from featurestore.repo import check_feature_repo, load_repo_objects
+from featurestore.shell_env import feast_connection_string
+from pipelines import feature_tables as ft
+from pipelines.build import BuildOptions, build_features
 from pipelines.participants import read_participants
-from services.connections import feast_redis_connection_string
 
 ALL_SERVICES = [*INPUT_SERVICES.values(), *LABEL_SERVICES.values()]
 
@@ -48,24 +48,6 @@ def demo_store(small_demo, private_redis, tmp_path_factory):
 
 def _all_subjects(demo) -> list[str]:
     return [s for r in sorted(demo.subjects) for s in demo.subjects[r]]
-
-
-def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    """Same columns, dtypes, values and NaN positions (list cells compared element-wise)."""
-    assert list(a.columns) == list(b.columns)
-    for col in a.columns:
-        x, y = a[col].to_numpy(), b[col].to_numpy()
-        assert x.dtype == y.dtype, col
-        if x.dtype == object:
-            for u, v in zip(x, y, strict=True):
-                if isinstance(u, np.ndarray) or isinstance(v, np.ndarray):
-                    np.testing.assert_array_equal(u, v, err_msg=col)
-                elif isinstance(u, float) and np.isnan(u):
-                    assert isinstance(v, float) and np.isnan(v), col
-                else:
-                    assert u == v, col
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=col)
 
 
 def test_every_demo_subject_has_online_input_features(demo_store):
@@ -96,9 +78,57 @@ def test_online_and_offline_read_the_same_values_and_missing_values(demo_store):
         offline = client.get_historical_features(
             pd.DataFrame({"subject_id": ids, "event_timestamp": [now] * len(ids)}), service
         ).drop(columns="event_timestamp")
-        _assert_same(online, offline)
+        assert_same_frames(online, offline)
         assert not any(v is None for v in online.to_numpy().ravel())
         assert online.iloc[-1, 1:].isna().all()
+
+
+def _assert_equals_feast(ours: pd.DataFrame, theirs: dict, info) -> int:
+    """Our frame equals Feast's ``to_dict()`` under the client's conventions; returns how many
+    values were missing."""
+    missing = 0
+    for _, feat, kind in info.features:
+        assert ours[feat].dtype == {"f32": np.float32, "f64": np.float64}.get(kind, object), feat
+        for u, v in zip(ours[feat], theirs[feat], strict=True):
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                assert isinstance(u, float) and np.isnan(u), (feat, u)
+                missing += 1
+            elif kind == "list":
+                assert u.dtype == np.float32, feat
+                np.testing.assert_array_equal(u, np.asarray(v, dtype=np.float32), err_msg=feat)
+            elif kind == "f32":
+                assert u == np.float32(v), (feat, u, v)
+            elif kind == "f64":
+                assert u == float(v), (feat, u, v)
+            else:
+                assert u == v and isinstance(u, str), (feat, u, v)
+    return missing
+
+
+def test_online_reads_equal_feasts_own_get_online_features(demo_store):
+    """Every demo subject, unknown ids and repeats, every service, cache off and on (a second
+    read comes from the cache): the same values as FeatureStore.get_online_features."""
+    settings, client, demo = demo_store
+    ids = [*_all_subjects(demo), "NDARNOTTHERE", _all_subjects(demo)[0], "NDARALSONOT"]
+    missing = 0
+    for cache_size in (0, 4096):
+        with FeatureStoreClient(settings, cache_size=cache_size) as fresh:
+            for service in ALL_SERVICES:
+                theirs = client.store.get_online_features(
+                    features=client.store.get_feature_service(service),
+                    entity_rows=[{"subject_id": s} for s in ids],
+                ).to_dict()
+                assert theirs["subject_id"] == ids
+                info = fresh.service_info(service)
+                for _ in range(2):
+                    ours = fresh.get_online_features(ids, service)
+                    assert ours["subject_id"].tolist() == ids
+                    missing += _assert_equals_feast(ours, theirs, info)
+            assert fresh.cache_info()["hits"] == (
+                len(set(ids)) * len(ALL_SERVICES) if cache_size else 0
+            )
+    # unknown subjects, n/a in participants.tsv, subjects without response times
+    assert missing > 4 * 2 * 2 * 2
 
 
 def test_duplicates_prefixes_unknown_ids_keep_order(demo_store):
@@ -106,7 +136,7 @@ def test_duplicates_prefixes_unknown_ids_keep_order(demo_store):
     a, b = demo.subjects["R1"][:2]
     df = client.get_online_features([b, f"sub-{a}", "NDARUNKNOWN", b], "challenge2_inputs_v1")
     assert df["subject_id"].tolist() == [b, a, "NDARUNKNOWN", b]
-    _assert_same(df.iloc[[0]].reset_index(drop=True), df.iloc[[3]].reset_index(drop=True))
+    assert_same_frames(df.iloc[[0]].reset_index(drop=True), df.iloc[[3]].reset_index(drop=True))
     assert df.iloc[2, 1:].isna().all() and not df.iloc[0, 1:4].isna().any()
 
 
@@ -118,8 +148,8 @@ def test_input_services_never_contain_labels(demo_store):
         assert not any(
             label in col for col in client.matrix_columns(service) for label in LABEL_FEATURES
         )
-        views = {v for v, _, _ in client._service(service).features}
-        assert all(client._service(service).views[v].tags.get("role") != "label" for v in views)
+        info = client.service_info(service)
+        assert all(info.views[v].tags.get("role") != "label" for v, _, _ in info.features)
     assert {"p_factor", "externalizing"} <= set(client.feature_names(LABEL_SERVICES[2]))
     assert "rt_mean" in client.feature_names(LABEL_SERVICES[1])
     # the guard that apply and doctor run rejects a service that mixes in a label view
@@ -176,6 +206,23 @@ def test_label_names_agree_with_the_repo_and_label_views_are_caught_by_field():
     check_label_exclusion([bad], [*objs.feature_views, leaky])  # without the label view: an input
 
 
+def test_both_challenges_views_and_services_come_from_one_definition():
+    objs = load_repo_objects(FEATURE_REPO)
+    views = {v.name: v for v in objs.feature_views}
+    c1, c2 = views["subject_bandpower_c1"], views["subject_bandpower_c2"]
+    assert [(f.name, f.dtype) for f in c1.features] == [(f.name, f.dtype) for f in c2.features]
+    assert (c1.tags, c2.tags) == (
+        {"role": "input", "challenge": "1"},
+        {"role": "input", "challenge": "2"},
+    )
+    assert c1.batch_source.tags["eegfs_table"] == "subject_features/challenge1"
+    assert c2.batch_source.tags["eegfs_table"] == "subject_features/challenge2"
+    services = {s.name: s for s in objs.feature_services}
+    for k, view in ((1, c1), (2, c2)):
+        projections = services[INPUT_SERVICES[k]].feature_view_projections
+        assert [p.name for p in projections] == [view.name, "subject_demographics"]
+
+
 def test_matrices_have_fixed_documented_columns(demo_store):
     _, client, demo = demo_store
     ids = [*demo.subjects["R2"], "NDARUNKNOWN"]
@@ -219,9 +266,9 @@ def test_feature_store_yaml_takes_redis_from_the_environment(monkeypatch, redis_
     raw = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
     assert not raw["registry"]["path"].startswith("/")
     assert raw["online_store"]["connection_string"] == "${EEGFS_FEAST_REDIS}"
-    monkeypatch.setenv("EEGFS_FEAST_REDIS", feast_redis_connection_string(redis_url))
+    monkeypatch.setenv("EEGFS_FEAST_REDIS", feast_connection_string(redis_url))
     cfg = load_repo_config(FEATURE_REPO, FEATURE_REPO / "feature_store.yaml")
-    assert cfg.online_store.connection_string == feast_redis_connection_string(redis_url)
+    assert cfg.online_store.connection_string == feast_connection_string(redis_url)
     for src in load_repo_objects(FEATURE_REPO).sources:
         assert not src.path.startswith("/") and src.path.startswith("../data/features/")
 
@@ -235,10 +282,11 @@ def test_check_feature_repo(tmp_path, settings):
         (FEATURE_REPO / "eeg_features.py")
         .read_text()
         .replace(
-            "features=[subject_bandpower_c2_fv, subject_demographics_fv]",
-            "features=[subject_bandpower_c2_fv, subject_labels_fv]",
+            "_inputs_service(2, subject_bandpower_c2_fv)",
+            "_inputs_service(2, subject_labels_fv)",
         )
     )
+    assert text != (FEATURE_REPO / "eeg_features.py").read_text()
     (broken / "eeg_features.py").write_text(text)
     with pytest.raises(FeatureStoreError, match="challenge2_inputs_v1.*label"):
         check_feature_repo(settings.with_overrides(feature_repo=broken))
@@ -252,8 +300,13 @@ def test_online_matrix_equals_the_dataframe_conversion_and_tracks_the_manifest(d
     for service in INPUT_SERVICES.values():
         for _ in range(2):  # cold, then from the cache and the cached matrix plan
             X, cols = client.get_online_matrix(ids, service)
-            ref, ref_cols = client._to_matrix(client.get_online_features(ids, service), service)
-            assert cols == ref_cols
+            ref = matrices.frame_matrix(
+                matrices.build_plan(
+                    client.service_info(service), ft.Manifest.load(settings.features_dir)
+                ),
+                client.get_online_features(ids, service),
+            )
+            assert cols == client.matrix_columns(service)
             np.testing.assert_array_equal(X, ref)
     # the cached plan follows manifest.json: another channel list changes the columns
     path = settings.features_dir / ft.MANIFEST_NAME

@@ -38,8 +38,8 @@ class FeatureEnv:
 
 @pytest.fixture(scope="module")
 def feature_env(small_demo, tmp_path_factory) -> Iterator[FeatureEnv]:
+    from featurestore.client import FeatureStoreClient
     from pipelines.build import BuildOptions, build_features
-    from pipelines.feature_store import FeatureStoreClient
 
     server = start_redis(free_port(), tmp_path_factory.mktemp("training-redis"))
     try:

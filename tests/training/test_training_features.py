@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from pipelines.feature_store import (
-    INPUT_SERVICES,
-    LABEL_FEATURES,
-    LABEL_SERVICES,
-    FeatureStoreClient,
-)
+from featurestore.client import FeatureStoreClient
+from featurestore.labels import INPUT_SERVICES, LABEL_FEATURES, LABEL_SERVICES
 from pipelines.participants import read_participants
 from services.local import free_port
 from training.data import EpochSampler, WindowDataset, worker_init_fn
