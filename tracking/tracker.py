@@ -143,6 +143,11 @@ class Tracker:
         return self._db
 
     @property
+    def acknowledged(self) -> int:
+        """Writes (op records) MongoDB has acknowledged so far, durably (tracking/database.py)."""
+        return self._writer.applied
+
+    @property
     def rejected(self) -> int:
         """Writes MongoDB refused for good (set aside in ``rejected-<pid>.jsonl``)."""
         return self._writer.rejected
