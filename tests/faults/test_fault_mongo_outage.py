@@ -126,16 +126,9 @@ def _kill_while_writing(server, run_id: ObjectId) -> None:
     sigkill(server.pid)
 
 
-@pytest.mark.parametrize("outage", ["stopped between writes", "killed while writing"])
-def test_an_outage_across_a_run_loses_and_duplicates_nothing(outage, start_local_mongo, tmp_path):
-    """The run recorded across an outage equals the same run recorded with the server up."""
-    server = start_local_mongo()
-    base = Settings(mongo_uri=server.uri, data_dir=tmp_path / "data")
-    outage_settings = base.with_overrides(mongo_db="outage_run")
-    control_settings = base.with_overrides(mongo_db="control_run")
-
-    # Control: the same calls with the server up all along.
-    with Tracker(control_settings) as control:
+def _control_run(settings: Settings, tmp_path: Path) -> ObjectId:
+    """The calls of the outage test with the server up all along; the run's id."""
+    with Tracker(settings) as control:
         run = start_example_run(control, name="same-run")
         _phase(run, tmp_path, range(0, 4), "control")
         _phase(run, tmp_path, range(4, 8), "control")
@@ -144,7 +137,16 @@ def test_an_outage_across_a_run_loses_and_duplicates_nothing(outage, start_local
         _phase(run, tmp_path, range(8, 10), "control")
         run.finish()
         assert control.flush() is True
-    control_id = run.id
+    return run.id
+
+
+@pytest.mark.parametrize("outage", ["stopped between writes", "killed while writing"])
+def test_an_outage_across_a_run_loses_and_duplicates_nothing(outage, start_local_mongo, tmp_path):
+    """The run recorded across an outage equals the same run recorded with the server up."""
+    server = start_local_mongo()
+    base = Settings(mongo_uri=server.uri, data_dir=tmp_path / "data")
+    outage_settings = base.with_overrides(mongo_db="outage_run")
+    control_id = _control_run(base.with_overrides(mongo_db="control_run"), tmp_path)
 
     tracker = Tracker(outage_settings)
     try:
