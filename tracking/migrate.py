@@ -285,12 +285,17 @@ def _note_checkpoints(
 
 
 def _link_best_checkpoints(m: _Migration, docs: list[dict], ids: list[ObjectId | None]) -> None:
-    """Point each experiment's ``best_checkpoint`` at its best migrated checkpoint."""
+    """Point each experiment's ``best_checkpoint`` at its best migrated checkpoint.
+
+    ``summary.best_epoch`` is set in the same update (it is derived from the best checkpoint,
+    see tracking/best.py); the SQLite row's own value stays in ``legacy.row``.
+    """
     for doc, checkpoint_id in zip(docs, ids, strict=True):
         if doc["is_best"]:
             best = {"id": checkpoint_id, "epoch": doc["epoch"], "metrics": doc["metrics"]}
             m.db[EXPERIMENTS].update_one(
-                {"_id": doc["experiment_id"]}, {"$set": {"best_checkpoint": best}}
+                {"_id": doc["experiment_id"]},
+                {"$set": {"best_checkpoint": best, "summary.best_epoch": doc["epoch"]}},
             )
 
 

@@ -9,14 +9,19 @@ sequence twice and then the rest gives the same documents as applying it once:
 ``update``      ``$set`` / ``$max`` / ``$addToSet`` on one experiment
 ``epoch``       upsert on the unique (experiment_id, epoch) key: the latest values win
 ``metrics``     ``$push`` of one batch into a bounded bucket, guarded by the batch id
-``checkpoint``  upsert by ``_id``; ``is_best`` switched in a transaction; optional GridFS upload
+``checkpoint``  upsert by ``_id``; the best switched by tracking.best's ordered writes; optional
+                GridFS upload
+
+Every database handle comes from :func:`tracking.database.durable_database`, so each write is
+acknowledged only once it is journaled (``w="majority", j=True`` on a replica set). The writer
+sends the next write only after that acknowledgement, so after a server crash the stored writes
+of a tracker are a prefix of the ones it made, and the rest are replayed from its queue/spool.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -33,15 +38,14 @@ from pymongo.errors import (
     PyMongoError,
 )
 
+from tracking.best import make_best
+from tracking.database import durable_database
 from tracking.schema import CHECKPOINTS, EPOCHS, EXPERIMENTS, GRIDFS_BUCKET, METRICS
-
-log = logging.getLogger(__name__)
 
 OP_KINDS = ("create", "update", "epoch", "metrics", "checkpoint")
 
 # Server error codes that mean "try again later", not "this write is wrong".
 _TRANSIENT_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
-_NO_TRANSACTIONS_CODES = frozenset({20, 263})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -61,11 +65,18 @@ class OpApplier:
 
     def __init__(self, client) -> None:
         self.client = client
-        self._transactions: bool | None = None  # unknown until first tried
+        self._databases: dict[str, Database] = {}
+
+    def database(self, name: str) -> Database:
+        """Database ``name`` with the durable write concern (made once, on first use)."""
+        db = self._databases.get(name)
+        if db is None:
+            db = self._databases[name] = durable_database(self.client, name)
+        return db
 
     def apply(self, op: dict[str, Any]) -> None:
         """Apply one op record idempotently; errors propagate (see :func:`is_transient`)."""
-        db = self.client[op["db"]]
+        db = self.database(op["db"])
         kind = op["op"]
         if kind == "create":
             doc = op["doc"]
@@ -111,7 +122,7 @@ class OpApplier:
                         self.apply(op)
                 else:
                     try:
-                        self._apply_group(self.client[db_name], kind, group)
+                        self._apply_group(self.database(db_name), kind, group)
                     except (DuplicateKeyError, BulkWriteError) as exc:
                         if not _is_duplicate_key(exc):
                             raise
@@ -162,57 +173,21 @@ class OpApplier:
             )
 
     # --- checkpoints --------------------------------------------------------------------------
-    def _apply_checkpoint(self, db: Database, op: dict[str, Any]) -> None:
+    @staticmethod
+    def _apply_checkpoint(db: Database, op: dict[str, Any]) -> None:
         doc = dict(op["doc"])
         is_best = bool(doc.pop("is_best", False))
-        ckpt_id, exp_id = doc["_id"], doc["experiment_id"]
-        best_summary = {"id": ckpt_id, "epoch": doc.get("epoch"), "metrics": doc.get("metrics")}
-
-        def write(session=None) -> None:
-            db[CHECKPOINTS].update_one(
-                {"_id": ckpt_id},
-                {"$setOnInsert": {**_without_id(doc), "is_best": False}},
-                upsert=True,
-                session=session,
-            )
-            if is_best:
-                db[CHECKPOINTS].update_many(
-                    {"experiment_id": exp_id, "is_best": True, "_id": {"$ne": ckpt_id}},
-                    {"$set": {"is_best": False}},
-                    session=session,
-                )
-                db[CHECKPOINTS].update_one(
-                    {"_id": ckpt_id}, {"$set": {"is_best": True}}, session=session
-                )
-                db[EXPERIMENTS].update_one(
-                    {"_id": exp_id}, {"$set": {"best_checkpoint": best_summary}}, session=session
-                )
-
+        db[CHECKPOINTS].update_one(
+            {"_id": doc["_id"]},
+            {"$setOnInsert": {**_without_id(doc), "is_best": False}},
+            upsert=True,
+        )
         if is_best:
-            self._in_transaction(write)
-        else:
-            write()
+            # Ops spooled before "order" existed: the time of the log_checkpoint call.
+            order = op.get("order") or int(doc["created_at"].timestamp() * 1e9)
+            make_best(db, doc["experiment_id"], doc, order)
         if doc.get("gridfs_id") is not None:
-            self._upload(db, doc, op.get("blob"))
-
-    def _in_transaction(self, write) -> None:
-        """Run ``write(session)`` in a transaction (retried on conflicts) where supported."""
-        if self._transactions is not False:
-            try:
-                with self.client.start_session() as session:
-                    session.with_transaction(write)
-                self._transactions = True
-                return
-            except OperationFailure as exc:
-                if exc.code not in _NO_TRANSACTIONS_CODES:
-                    raise
-                # A standalone server: no transactions. Unset-then-set keeps the unique index
-                # satisfied (never two bests), at the cost of a moment with none.
-                log.info(
-                    "MongoDB has no transactions here; switching best checkpoints in two writes"
-                )
-                self._transactions = False
-        write(None)
+            OpApplier._upload(db, doc, op.get("blob"))
 
     @staticmethod
     def _upload(db: Database, doc: dict[str, Any], blob: str | None) -> None:

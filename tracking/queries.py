@@ -320,7 +320,8 @@ def run_history(
 ) -> dict[str, Any]:
     """Everything recorded about one run.
 
-    Returns ``experiment``, ``epochs`` (by epoch), ``checkpoints`` (by epoch), ``steps``
+    Returns ``experiment``, ``epochs`` (by epoch), ``checkpoints`` (by epoch; ``is_best`` as
+    the experiment's ``best_checkpoint`` says), ``steps``
     (step metric points in step order, from every bucket), ``model_versions`` registered from
     it and ``resumes``.
     """
@@ -332,6 +333,12 @@ def run_history(
     checkpoints = list(
         db[CHECKPOINTS].find({"experiment_id": exp_id}).sort([("epoch", 1), ("created_at", 1)])
     )
+    best_id = (doc.get("best_checkpoint") or {}).get("id")
+    if best_id is not None:
+        # The experiment's best_checkpoint is the source of truth (tracking/best.py); the
+        # stored flags can lag it after a crash in the middle of a switch.
+        for ckpt in checkpoints:
+            ckpt["is_best"] = ckpt["_id"] == best_id
     points = [
         p
         for b in db[METRICS].find({"experiment_id": exp_id}).sort("first_step", 1)

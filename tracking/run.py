@@ -20,6 +20,7 @@ from bson import ObjectId
 
 from services.files import atomic_copy, sha256_file
 from tracking import schema
+from tracking.best import next_order
 from tracking.documents import clean_metrics, redact_text
 from tracking.errors import TrackingError
 from tracking.status import COMPLETED, FAILED, FINAL_STATUSES, RUNNING, STOPPED
@@ -186,7 +187,8 @@ class Run:
     ) -> ObjectId:
         """Record a checkpoint file (size, sha256, metrics); returns the checkpoint id.
 
-        ``is_best=True`` makes it the experiment's only best checkpoint (switched atomically).
+        ``is_best=True`` makes it the experiment's only best checkpoint: ``best_checkpoint`` and
+        ``summary.best_epoch`` of the experiment move to it in one update (tracking/best.py).
         ``upload=True`` also stores the file in GridFS: a snapshot is copied under the spool
         directory now (so a file overwritten by the next save is not uploaded by mistake) and
         uploaded by the background writer.
@@ -222,9 +224,10 @@ class Run:
                 "gridfs_id": file_id,
                 "upload_status": "pending" if upload else "not requested",
             }
-            self._submit(
-                {"op": "checkpoint", "doc": doc, "blob": None if blob is None else str(blob)}
-            )
+            op = {"op": "checkpoint", "doc": doc, "blob": None if blob is None else str(blob)}
+            if is_best:
+                op["order"] = next_order()  # a replayed older switch never moves the best back
+            self._submit(op)
             latest = self._latest_checkpoint
             if latest is None or epoch >= latest["epoch"]:
                 self._latest_checkpoint = doc
@@ -247,12 +250,33 @@ class Run:
             )
 
     def set_summary(self, metrics: Mapping[str, float]) -> None:
-        """Set summary metrics (merged into ``summary``; used by search, best and compare)."""
+        """Set summary metrics (merged into ``summary``; used by search, best and compare).
+
+        ``best_epoch`` belongs to the run's best checkpoint when it has one: it is stored with
+        ``best_checkpoint`` in one update (tracking/best.py), so here it is only checked.
+
+        Raises
+        ------
+        ValueError
+            When ``best_epoch`` differs from the epoch of the run's best checkpoint.
+        """
         values = clean_metrics(metrics, "set_summary metrics")
         if not values:
             return
         with self._lock:
             self._check_active()
+            best = self._best_checkpoint
+            if best is not None and "best_epoch" in values:
+                if values["best_epoch"] != best["epoch"]:
+                    raise ValueError(
+                        f"run {self.id}: set_summary best_epoch={values['best_epoch']:g} disagrees "
+                        f"with the run's best checkpoint (epoch {best['epoch']}, "
+                        f"{best.get('path')}); log that epoch's checkpoint with is_best=True, or "
+                        "leave best_epoch out (it is stored with the best checkpoint)"
+                    )
+                del values["best_epoch"]
+            if not values:
+                return
             self._submit(
                 {
                     "op": "update",

@@ -11,6 +11,8 @@ Collections (database ``settings.mongo_db``, default ``eeg2025``):
 ``models``        the model registry: one document per model name (aliases, latest version)
 ``model_versions``  one document per registered version (lineage, checksum, GridFS copy)
 ``migrations``    one document per migrated SQLite source file
+``claims``        one document per run identity being trained with --skip-if-done (``_id`` is
+                  the identity, so the ``_id`` index is its unique key; see tracking/claims.py)
 ``fs.files`` / ``fs.chunks``  GridFS bucket ``fs`` (uploaded checkpoints)
 """
 
@@ -28,6 +30,7 @@ DATASETS = "datasets"
 MODELS = "models"
 MODEL_VERSIONS = "model_versions"
 MIGRATIONS = "migrations"
+CLAIMS = "claims"
 GRIDFS_BUCKET = "fs"
 
 #: Points per ``metrics`` bucket document: 1000 points of ~10 metrics stay far below 16 MB.

@@ -79,7 +79,7 @@ def sync_spool(
                 batch: list[dict] = []
                 for record in read_records(path):
                     if record["db"] not in indexed:
-                        ensure_indexes(client[record["db"]])
+                        ensure_indexes(applier.database(record["db"]))
                         indexed.add(record["db"])
                     batch.append(record)
                     if len(batch) >= BATCH:

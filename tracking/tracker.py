@@ -33,11 +33,13 @@ from typing import Any
 
 import pymongo
 from bson import ObjectId
+from pymongo.database import Database
 from pymongo.errors import ConnectionFailure
 
 from services.connections import mask_uri, mongo_client
 from services.settings import Settings
 from tracking import schema
+from tracking.database import durable_database
 from tracking.documents import redact, redact_text, to_document
 from tracking.errors import (
     NotFoundError,
@@ -108,7 +110,7 @@ class Tracker:
                 f"MONGO_URI {mask_uri(settings.mongo_uri)} is not a valid MongoDB address ({exc}); "
                 "expected mongodb://[user:password@]host:port/[?options]"
             ) from exc
-        self.db = self.client[self.db_name]
+        self._db: Database | None = None
         self._closed = False
         self._pid = os.getpid()
         self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
@@ -131,6 +133,26 @@ class Tracker:
         return f"Tracker({mask_uri(self.settings.mongo_uri)!r}, db={self.db_name!r})"
 
     @property
+    def db(self) -> Database:
+        """The tracking database, with the durable write concern (tracking/database.py).
+
+        Made when first used (the server must answer then: it decides the write concern).
+        """
+        if self._db is None:
+            self._db = durable_database(self.client, self.db_name)
+        return self._db
+
+    @property
+    def acknowledged(self) -> int:
+        """Writes (op records) MongoDB has acknowledged so far, durably (tracking/database.py)."""
+        return self._writer.applied
+
+    @property
+    def rejected(self) -> int:
+        """Writes MongoDB refused for good (set aside in ``rejected-<pid>.jsonl``)."""
+        return self._writer.rejected
+
+    @property
     def online(self) -> bool:
         """True while the writer reaches MongoDB and nothing waits in the spool."""
         return self._writer.online and self._writer.pending_in_spool == 0
@@ -143,7 +165,11 @@ class Tracker:
     def flush(self, timeout_s: float | None = None) -> bool:
         """Send buffered step metrics and wait until every queued write is applied or spooled.
 
-        Returns True when everything reached MongoDB, False when some writes wait in the spool.
+        Returns True when every write made so far is acknowledged by MongoDB, which means
+        durable: each one is journaled (``w="majority", j=True`` on a replica set, ``j=True``
+        on a standalone server) and survives a server crash. False when some writes wait in the
+        spool (replayed later), when MongoDB refused one for good (:attr:`rejected`), or when
+        ``timeout_s`` passed first.
         """
         self._check_open()
         for run in list(self._runs):
@@ -218,6 +244,7 @@ class Tracker:
         code: Mapping[str, Any] | None = None,
         tags: Sequence[str] = (),
         notes: str = "",
+        experiment_id: str | ObjectId | None = None,
     ) -> Run:
         """Create an experiment (status ``running``) and return its :class:`Run`.
 
@@ -240,6 +267,9 @@ class Tracker:
             current directory.
         tags, notes:
             Free labels and text.
+        experiment_id:
+            The id to record the run under (default: a new one); ``Claim.run_id`` of a claim
+            won with :func:`tracking.claims.claim_run`, so that claimers who lost name this run.
         """
         self._check_open()
         if not isinstance(name, str) or not name.strip():
@@ -262,7 +292,7 @@ class Tracker:
             clean[key] = to_document(redact(dict(value)), key)
         now = utcnow()
         doc = {
-            "_id": ObjectId(),
+            "_id": ObjectId() if experiment_id is None else to_object_id(experiment_id),
             "name": name.strip(),
             "challenge": int(challenge),
             **clean,
@@ -316,8 +346,7 @@ class Tracker:
                 {"experiment_id": exp_id},
                 sort=[("epoch", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)],
             )
-            best = self.db[schema.CHECKPOINTS].find_one({"experiment_id": exp_id, "is_best": True})
-            return doc, last, latest, best
+            return doc, last, latest, _best_checkpoint(self.db, doc)
 
         doc, last, latest, best = self._read(read, f"resume experiment {exp_id}")
         now = utcnow()
@@ -435,6 +464,15 @@ class Tracker:
             lambda: self.registry().load_model(name, alias_or_version, dest, **kwargs),
             "load a model",
         )
+
+
+def _best_checkpoint(db: Database, experiment: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint ``best_checkpoint`` names (the source of truth, see tracking/best.py), or the
+    one flagged ``is_best`` for runs recorded without that field (migrated)."""
+    pointer = (experiment.get("best_checkpoint") or {}).get("id")
+    if pointer is not None:
+        return db[schema.CHECKPOINTS].find_one({"_id": pointer})
+    return db[schema.CHECKPOINTS].find_one({"experiment_id": experiment["_id"], "is_best": True})
 
 
 def _user() -> str:

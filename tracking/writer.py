@@ -37,6 +37,7 @@ MAX_BATCH = 500
 class _Barrier:
     done: threading.Event = field(default_factory=threading.Event)
     synced: bool = False
+    rejected: int = 0
 
 
 class _Stop:
@@ -114,17 +115,18 @@ class Writer:
         """Wait until every op queued so far is applied or spooled.
 
         With ``retry``, a writer that is offline tries to reconnect (and replay) right away
-        instead of waiting for its next scheduled attempt. Returns True when all of them
-        reached MongoDB (nothing left in the spool).
+        instead of waiting for its next scheduled attempt. Returns True when all of them were
+        acknowledged by MongoDB (durably: see tracking/database.py): nothing left in the spool
+        and none refused.
         """
         if not self._thread.is_alive():
-            return self.online and self.spool.count == 0
+            return self.online and self.spool.count == 0 and self.rejected == 0
         barrier = _Barrier()
         if retry:
             self._queue.put(_Retry())
         self._queue.put(barrier)
         barrier.done.wait(timeout_s)
-        return barrier.done.is_set() and barrier.synced
+        return barrier.done.is_set() and barrier.synced and barrier.rejected == 0
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Apply or spool what is queued, try a last replay, close the spool; True if synced."""
@@ -185,6 +187,7 @@ class Writer:
                     self._try_connect(force=True)
             else:
                 item.synced = self._synced()
+                item.rejected = self.rejected
                 item.done.set()
         self._process(ops)
         return stopping

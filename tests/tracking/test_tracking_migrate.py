@@ -87,6 +87,9 @@ def test_real_database_quirks_are_mapped(db):
             c["metrics"]["val_loss"] for c in ckpts
         )
         assert exp["best_checkpoint"]["id"] == best[0]["_id"]
+    # A run's summary never disagrees with its best checkpoint (the SQLite value: legacy.row).
+    for exp in db.experiments.find({"best_checkpoint": {"$ne": None}}):
+        assert exp["summary"]["best_epoch"] == exp["best_checkpoint"]["epoch"]
     # Absolute paths to files that are not here: kept, checksums unverifiable, sizes unknown.
     for c in db.checkpoints.find({}):
         assert c["path"].startswith("/home/") and c["sha256"] is None and c["size_bytes"] is None

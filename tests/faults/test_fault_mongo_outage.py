@@ -1,4 +1,18 @@
-"""Nothing is lost while MongoDB is away: stop the real server mid-run, restart it, compare."""
+"""A MongoDB outage across a tracked run: writes are spooled, replayed exactly once, nothing lost.
+
+Promises (README "Reliability", docs/tracking.md "When MongoDB is away"):
+
+1. While MongoDB is away, tracking calls keep returning at once; the writes go to an fsynced
+   spool and are replayed when the server answers again, so the stored run equals a control
+   run recorded with the server up all along: nothing lost, nothing stored twice (an op that
+   was in flight when the server died is applied again, idempotently). Checked with the server
+   stopped between two writes (SIGTERM) and SIGKILLed while the tracker is writing.
+2. A process that exits while MongoDB is away leaves its spool; ``eegfs runs sync`` replays it
+   once (a second sync finds nothing), skips the spool of a live tracker, and sets aside a
+   write MongoDB rejects instead of blocking the writes after it.
+
+(Moved here from tests/tracking/test_tracking_outage.py when the fault suite was created.)
+"""
 
 from __future__ import annotations
 
@@ -11,7 +25,7 @@ from pathlib import Path
 import gridfs
 import pytest
 from bson import ObjectId
-from tracking_testlib import start_example_run
+from faults_testlib import sigkill, start_example_run, wait_synced
 
 from services.connections import mongo_client
 from services.local import free_port, stop_process
@@ -21,16 +35,6 @@ from tracking.spool import SPOOL_GLOB
 from tracking.sync import sync_spool
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _wait_synced(tracker: Tracker, deadline_s: float = 90.0) -> bool:
-    """Wait for the automatic replay (a deadline, not a timing assertion)."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if tracker.flush(timeout_s=10):
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _phase(run, tmp_path: Path, epochs: range, label: str) -> None:
@@ -109,14 +113,22 @@ def _snapshot(database, run_id: ObjectId) -> dict:
     }
 
 
-def test_server_stopped_mid_run_loses_nothing(start_local_mongo, tmp_path):
-    server = start_local_mongo()
-    base = Settings(mongo_uri=server.uri, data_dir=tmp_path / "data")
-    outage_settings = base.with_overrides(mongo_db="outage_run")
-    control_settings = base.with_overrides(mongo_db="control_run")
+def _kill_while_writing(server, run_id: ObjectId) -> None:
+    """SIGKILL ``server`` once the writer has stored epoch 5 (its later writes are in flight)."""
+    client = mongo_client(server.uri)
+    try:
+        deadline = time.monotonic() + 60
+        while client["outage_run"].epochs.find_one({"experiment_id": run_id, "epoch": 5}) is None:
+            assert time.monotonic() < deadline, "the writer never stored epoch 5"
+            time.sleep(0.001)
+    finally:
+        client.close()
+    sigkill(server.pid)
 
-    # Control: the same calls with the server up all along.
-    with Tracker(control_settings) as control:
+
+def _control_run(settings: Settings, tmp_path: Path) -> ObjectId:
+    """The calls of the outage test with the server up all along; the run's id."""
+    with Tracker(settings) as control:
         run = start_example_run(control, name="same-run")
         _phase(run, tmp_path, range(0, 4), "control")
         _phase(run, tmp_path, range(4, 8), "control")
@@ -125,30 +137,49 @@ def test_server_stopped_mid_run_loses_nothing(start_local_mongo, tmp_path):
         _phase(run, tmp_path, range(8, 10), "control")
         run.finish()
         assert control.flush() is True
-    control_id = run.id
+    return run.id
+
+
+@pytest.mark.parametrize("outage", ["stopped between writes", "killed while writing"])
+def test_an_outage_across_a_run_loses_and_duplicates_nothing(outage, start_local_mongo, tmp_path):
+    """The run recorded across an outage equals the same run recorded with the server up."""
+    server = start_local_mongo()
+    base = Settings(mongo_uri=server.uri, data_dir=tmp_path / "data")
+    outage_settings = base.with_overrides(mongo_db="outage_run")
+    control_id = _control_run(base.with_overrides(mongo_db="control_run"), tmp_path)
 
     tracker = Tracker(outage_settings)
     try:
         run = start_example_run(tracker, name="same-run")
         _phase(run, tmp_path, range(0, 4), "outage")
         assert tracker.flush() is True
+        before = tracker.acknowledged
 
-        stop_process(server.pid)  # MongoDB goes away mid-run
-        _phase(run, tmp_path, range(4, 8), "outage")
+        if outage == "stopped between writes":
+            stop_process(server.pid)  # SIGTERM, nothing in flight
+            _phase(run, tmp_path, range(4, 8), "outage")
+        else:
+            _phase(run, tmp_path, range(4, 8), "outage")  # queued at once, written one by one
+            _kill_while_writing(server, run.id)
         run.set_summary({"val_loss": 0.19})
         run.attach_log("epoch logs\n")
         assert tracker.flush() is False  # spooled, not applied
         assert tracker.spool_path.exists() and tracker.spool_path.stat().st_size > 0
         with pytest.raises(TrackingUnavailableError, match="not answering"):
             tracker.get_run(run.id)
+        during = tracker.acknowledged - before
 
         restarted = start_local_mongo(port=server.port, workdir=server.data_dir)
         assert restarted.uri == server.uri
         _phase(run, tmp_path, range(8, 10), "outage")
         run.finish()
-        assert _wait_synced(tracker), "the spool was not replayed after the server came back"
+        assert wait_synced(tracker), "the spool was not replayed after the server came back"
         assert not tracker.spool_path.exists()
         assert tracker.get_run(run.id)["status"] == "completed"
+        print(
+            f"outage ({outage}): {during} write ops acknowledged between the last flush and the "
+            f"outage, the rest spooled; {tracker.acknowledged} acknowledged in all after replay"
+        )
     finally:
         tracker.close()
 
@@ -186,6 +217,7 @@ _OFFLINE_SCRIPT = textwrap.dedent(
 
 
 def test_process_exiting_offline_leaves_its_spool_for_runs_sync(settings, db, tmp_path):
+    """A process that exits offline leaves its spool; `runs sync` replays it exactly once."""
     dead_uri = f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300"
     result = subprocess.run(
         [
@@ -221,6 +253,7 @@ def test_process_exiting_offline_leaves_its_spool_for_runs_sync(settings, db, tm
 
 
 def test_sync_skips_the_spool_of_a_live_tracker(settings, tmp_path):
+    """`runs sync` never replays the spool a live tracker is still writing."""
     dead = settings.with_overrides(mongo_uri=f"mongodb://127.0.0.1:{free_port()}/")
     tracker = Tracker(dead, spool_dir=settings.data_dir / "tracking" / "spool")
     try:
@@ -236,6 +269,7 @@ def test_sync_skips_the_spool_of_a_live_tracker(settings, tmp_path):
 
 
 def test_sync_sets_aside_a_write_mongodb_rejects(settings, db):
+    """A write MongoDB rejects for good is set aside; the writes after it are applied."""
     import datetime as dt
 
     from tracking.spool import SpoolFile
