@@ -66,13 +66,7 @@ def write_h5(
             data[:, -1, :] = 0.0  # flat Cz reference, as in HBN
     ids = np.repeat(np.array([s.encode() for s in subjects]), windows_per_subject)
     names = ("data", "targets", "subjects") if c2 else ("eeg", "labels", "subject_ids")
-    kw: dict = {}
-    if compression:
-        kw.update(compression=compression, shuffle=shuffle)
-    if chunks is True:
-        kw["chunks"] = (1, *data.shape[1:])
-    elif chunks:
-        kw["chunks"] = chunks
+    kw = _dataset_kwargs(data.shape, compression=compression, shuffle=shuffle, chunks=chunks)
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
         if names[0] not in drop:
@@ -85,16 +79,30 @@ def write_h5(
             f.create_dataset(names[2], data=ids)
         if c2 and "p_factors" not in drop:
             f.create_dataset("p_factors", data=rng.normal(size=n).astype(np.float32))
-        base = {"sfreq": 100.0, "release": release, "n_windows": data.shape[0]}
-        if data.ndim == 3:
-            base["n_channels"] = data.shape[1]
-            base["n_times" if c2 else "n_timepoints"] = data.shape[2]
-        base.update(attrs or {})
-        for k, v in base.items():
-            if v is None or k in drop:
-                continue
-            f.attrs[k] = v
+        for k, v in _root_attrs(data.shape, c2, release, attrs).items():
+            if v is not None and k not in drop:
+                f.attrs[k] = v
     return H5Spec(path, subjects, data)
+
+
+def _dataset_kwargs(shape, *, compression, shuffle: bool, chunks) -> dict:
+    kw: dict = {}
+    if compression:
+        kw.update(compression=compression, shuffle=shuffle)
+    if chunks is True:
+        kw["chunks"] = (1, *shape[1:])
+    elif chunks:
+        kw["chunks"] = chunks
+    return kw
+
+
+def _root_attrs(shape, c2: bool, release: str, attrs: dict | None) -> dict:
+    base = {"sfreq": 100.0, "release": release, "n_windows": shape[0]}
+    if len(shape) == 3:
+        base["n_channels"] = shape[1]
+        base["n_times" if c2 else "n_timepoints"] = shape[2]
+    base.update(attrs or {})
+    return base
 
 
 def write_participants(
