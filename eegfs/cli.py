@@ -42,6 +42,11 @@ def cli(ctx: click.Context, log_level: str) -> None:
     """
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = load_settings()
+    if ctx.obj.job is not None:
+        # Started by `eegfs worker` to run a job: link runs to the job, fence their completion.
+        from jobs.child import install_job_hooks
+
+        install_job_hooks(ctx.obj)
 
 
 def main() -> None:
@@ -64,3 +69,9 @@ _tracking.register(cli)
 from eegfs.commands import train as _train  # noqa: E402
 
 _train.register(cli)
+from eegfs.commands import jobs as _jobs  # noqa: E402
+
+_jobs.register(cli)
+from eegfs.commands import sweep as _sweep  # noqa: E402
+
+_sweep.register(cli)

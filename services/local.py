@@ -156,8 +156,11 @@ def start_redis(
         "dump.rdb",
         "--save",
         "60 1",
+        # Queued jobs must survive a crash of this server: append-only file, fsynced every second.
         "--appendonly",
-        "no",
+        "yes",
+        "--appendfsync",
+        "everysec",
         "--daemonize",
         "no",
         "--protected-mode",

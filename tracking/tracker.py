@@ -51,6 +51,7 @@ from tracking.errors import (
 from tracking.fetch import fetch_file
 from tracking.files import copy_hashing
 from tracking.gitinfo import detect_git
+from tracking.hooks import RunStopped, run_hooks
 from tracking.ids import to_object_id
 from tracking.spool import SpoolFile, default_spool_dir
 from tracking.status import DEFAULT_STALE_AFTER_S, FINAL_STATUSES, RUNNING, present
@@ -304,9 +305,13 @@ class Tracker:
             "traceback": None,
             "schema_version": schema.SCHEMA_VERSION,
         }
+        hooks = run_hooks()
+        doc.update(to_document(dict(hooks.start_fields), "start_fields"))
         self._submit({"op": "create", "doc": doc})
         run = Run(self, doc["_id"], name=doc["name"], challenge=doc["challenge"])
         self._runs.add(run)
+        if hooks.on_start is not None:
+            hooks.on_start(str(run.id))
         return run
 
     def resume_run(self, experiment_id: str | ObjectId) -> Run:
@@ -495,11 +500,13 @@ class Run:
         if self._finished is not None:
             return False
         if exc_type is None:
-            self.finish("completed")
+            self._complete()
+        elif issubclass(exc_type, RunStopped):
+            self.finish("stopped", error=str(exc))
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish("stopped", error="KeyboardInterrupt")
         elif issubclass(exc_type, SystemExit) and exc.code in (0, None):
-            self.finish("completed")
+            self._complete()
         else:
             self.finish(
                 "failed",
@@ -507,6 +514,15 @@ class Run:
                 traceback="".join(tb_module.format_exception(exc_type, exc, tb)),
             )
         return False
+
+    def _complete(self) -> None:
+        """Mark the run completed, unless a hook says it may not (then failed, with why)."""
+        guard = run_hooks().may_complete
+        refusal = None if guard is None else guard(str(self.id))
+        if refusal is None:
+            self.finish("completed")
+        else:
+            self.finish("failed", error=refusal)
 
     def _check_active(self) -> None:
         if self._finished is not None:
@@ -540,6 +556,9 @@ class Run:
             )
             self._last_heartbeat = time.monotonic()
             self._last_epoch = epoch if self._last_epoch is None else max(self._last_epoch, epoch)
+        on_epoch = run_hooks().on_epoch
+        if on_epoch is not None:
+            on_epoch(str(self.id), epoch, values)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer step-level metrics; they are written in batches into bounded bucket documents.
@@ -702,7 +721,11 @@ class Run:
     def finish(
         self, status: str = "completed", *, error: str | None = None, traceback: str | None = None
     ) -> None:
-        """Mark the run ``completed``, ``failed`` or ``stopped`` (with error and traceback)."""
+        """Mark the run ``completed``, ``failed`` or ``stopped`` (with error and traceback).
+
+        ``completed`` is applied only while the stored status is still ``running``: a run that
+        was marked failed by someone else (a job supervisor: "worker lost") stays failed.
+        """
         if status not in FINAL_STATUSES:
             raise ValueError(
                 f"finish status must be one of {', '.join(FINAL_STATUSES)}, got {status!r}"
@@ -714,6 +737,7 @@ class Run:
                 {
                     "op": "update",
                     "id": self.id,
+                    **({"where": {"status": RUNNING}} if status == "completed" else {}),
                     "update": {
                         "$set": {
                             "status": status,
