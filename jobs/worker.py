@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -104,7 +104,9 @@ class FencedWorker(rq_adapter.Worker):
     def handle_job_success(self, job, queue, started_job_registry) -> None:
         attempt = self.attempt
         result = tasks.result_json(job)
-        if attempt is not None and not self.fence.finish(attempt, "finished", result=result):
+        if attempt is not None and not _patiently(
+            lambda: self.fence.finish(attempt, "finished", result=result)
+        ):
             log.warning(
                 "job %s attempt %d was handed on to another worker; its success is not recorded",
                 job.id,
@@ -124,7 +126,7 @@ class FencedWorker(rq_adapter.Worker):
         canceled = rq_adapter.stop_requested_for(self, job.id)
         outcome = "canceled" if canceled else "failed"
         reason = "canceled by request" if canceled else _last_line(exc_string)
-        if not self.fence.finish(attempt, outcome, reason=reason):
+        if not _patiently(lambda: self.fence.finish(attempt, outcome, reason=reason)):
             log.warning(
                 "job %s attempt %d was handed on to another worker; its failure is not recorded",
                 job.id,
@@ -133,6 +135,19 @@ class FencedWorker(rq_adapter.Worker):
             return
         tasks.attempt_ended(self.settings, self.connection, attempt, outcome, reason)
         super().handle_job_failure(job, queue, started_job_registry, exc_string)
+
+
+def _patiently(call, patience_s: float = 60.0):
+    """``call()``, retried while Redis does not answer (a restart) for up to ``patience_s``."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("Redis did not answer (%s); retrying", exc)
+            time.sleep(RECONNECT_WAIT_S)
 
 
 def _last_line(text: str) -> str:
@@ -148,6 +163,7 @@ class _Ticker:
     recovery: Recovery
     interval_s: float
     stop: threading.Event
+    orphans: set = field(default_factory=set)
 
     def run(self) -> None:
         while not self.stop.wait(self.interval_s):
@@ -165,12 +181,21 @@ class _Ticker:
             log.exception("heartbeat tick failed")
 
     def check_own_attempt(self) -> None:
-        attempt = self.worker.attempt
-        if attempt is not None and not self.worker.fence.is_current(attempt):
-            self.worker.kill_current_horse(
+        """Kill the horse of an attempt that was handed on; hand on attempts of this worker that
+        ended without recording their outcome (Redis was away at that moment)."""
+        worker, fence = self.worker, self.worker.fence
+        attempt = worker.attempt
+        if attempt is not None and not fence.is_current(attempt):
+            worker.kill_current_horse(
                 f"job {attempt.job_id} attempt {attempt.number} was handed on to another worker "
                 "while this one was not beating"
             )
+        mine = {a for a in fence.running().values() if a.worker == worker.name}
+        orphans = {a for a in mine if a != worker.attempt}
+        # Seen on two ticks in a row: not an attempt that is being started right now.
+        for orphan in orphans & self.orphans:
+            fence.hand_on(orphan, "the attempt ended without recording its outcome")
+        self.orphans = orphans
 
 
 def persistence_warning(client: redis.Redis, url: str) -> str | None:
