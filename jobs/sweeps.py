@@ -20,6 +20,8 @@ import logging
 import math
 import os
 import re
+import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,7 +144,7 @@ def create_sweep(
             f"a sweep named {name!r} exists already (see `eegfs sweep show {name}`); pick "
             "another name"
         )
-    client.zadd(keys.sweeps, {name: math.floor(__import__("time").time())})
+    client.zadd(keys.sweeps, {name: math.floor(time.time())})
     optuna.create_study(
         study_name=name,
         storage=journal_storage(client, keys.sweep_journal(name)),
@@ -164,12 +166,21 @@ def load_sweep(settings: Settings, client: redis.Redis, name: str) -> SweepConfi
     return SweepConfig(**json.loads(raw))
 
 
-def load_study(settings: Settings, client: redis.Redis, config: SweepConfig) -> optuna.Study:
-    """The sweep's study, with its sampler and pruner."""
+def load_study(
+    settings: Settings, client: redis.Redis, config: SweepConfig, *, salt: str = ""
+) -> optuna.Study:
+    """The sweep's study, with its sampler and pruner.
+
+    Each trial job makes its own sampler: with a ``--seed``, the sampler's seed is derived from
+    it and ``salt`` (the job attempt), or every process would draw the same parameters.
+    """
+    seed = None
+    if config.seed is not None:
+        seed = (config.seed * 1_000_003 + zlib.crc32(salt.encode())) % 2**31
     return optuna.load_study(
         study_name=config.name,
         storage=journal_storage(client, JobKeys(settings.jobs_prefix).sweep_journal(config.name)),
-        sampler=make_sampler(config.sampler, config.parsed_space(), config.seed),
+        sampler=make_sampler(config.sampler, config.parsed_space(), seed),
         pruner=make_pruner(
             config.pruner, config.pruner_startup_trials, config.pruner_warmup_epochs
         ),
@@ -188,7 +199,7 @@ def run_trial(settings: Settings, attempt: Attempt, sweep: str) -> dict[str, Any
     keys = JobKeys(settings.jobs_prefix)
     fence = Fence(client, keys, retention_s=DEFAULT_RETENTION_S)
     config = load_sweep(settings, client, sweep)
-    study = load_study(settings, client, config)
+    study = load_study(settings, client, config, salt=f"{attempt.job_id}:{attempt.number}")
     trial = study.ask(config.parsed_space().distributions())
     number = trial.number
     client.hset(
