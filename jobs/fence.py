@@ -119,7 +119,7 @@ if cur[1] ~= 'failed' and cur[1] ~= 'canceled' then return cur[1] or '' end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'base', cur[2], 'worker', '', 'reason', '',
            'ended_at', '')
 redis.call('PERSIST', KEYS[1])
-return 'queued'
+return 'ok'
 """
 
 
@@ -231,7 +231,7 @@ class Fence:
     def retry(self, job_id: str) -> str:
         """Queue a failed or canceled job again with a fresh budget of attempts.
 
-        Returns ``queued``, or the state that does not allow it.
+        Returns ``ok``, or the state that does not allow it.
         """
         answer = self._retry(keys=[self.keys.job(job_id)], args=[])
         return answer.decode() if isinstance(answer, bytes) else str(answer or "")

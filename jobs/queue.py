@@ -279,7 +279,7 @@ class JobQueue:
         """
         self.get(job_id, with_rq=False)
         answer = self.fence.retry(job_id)
-        if answer != QUEUED:
+        if answer != "ok":
             raise JobStateError(
                 f"job {job_id} is {answer}: only failed or canceled jobs can be retried"
                 + ("; cancel it first" if answer in (QUEUED, STARTED) else "")

@@ -2,41 +2,19 @@
 
 Each test gets its own Redis database, MongoDB database, data directory, job-key prefix and RQ
 queue name, so tests never see each other's jobs; workers are ``python -m eegfs worker``
-processes that the ``workers`` factory starts and always stops (with their children).
+processes that the ``workers`` factory starts and always stops (with their children). Helpers
+live in jobs_testlib.py.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
-import psutil
 import pytest
+from jobs_testlib import TEST_HEARTBEAT_S, JobsEnv, Workers
 
 from services.settings import Settings
-
-REPO = Path(__file__).resolve().parents[2]
-#: Heartbeat interval of test workers (s): short, but long enough for a loaded 2-core machine.
-TEST_HEARTBEAT_S = 2.0
-
-
-@dataclass(frozen=True)
-class JobsEnv:
-    """The session's small demo data (trainings use ``--features none``: a job test checks the
-    queue, not the feature store, and each training process costs seconds on 2 shared cores)."""
-
-    demo: object
-
-    @property
-    def c2_files(self) -> list[str]:
-        return [str(p) for p in sorted(self.demo.challenge2.values())]
 
 
 @pytest.fixture
@@ -57,56 +35,6 @@ def queue_name() -> str:
     return f"q{uuid.uuid4().hex[:10]}"
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    """Environment of an ``eegfs`` process that uses exactly ``settings`` (one torch thread)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EEGFS_JOB")}
-    env.update(settings.to_env())
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return env
-
-
-class Workers:
-    """Starts ``eegfs worker`` processes; stops every one of them (and their children) at the end."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, settings: Settings, queue: str, *extra: str, name: str | None = None):
-        index = len(self.procs)
-        log = open(self.tmp_path / f"worker-{index}.log", "wb")  # noqa: SIM115 - closed with the process
-        args = [sys.executable, "-m", "eegfs", "--log-level", "INFO", "worker", "--queue", queue]
-        args += ["--name", name or f"w{index}-{uuid.uuid4().hex[:4]}", *extra]
-        proc = subprocess.Popen(
-            args, env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT, cwd=REPO
-        )
-        proc.log_path = self.tmp_path / f"worker-{index}.log"  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        return proc
-
-    def descendants(self, proc: subprocess.Popen) -> list[psutil.Process]:
-        try:
-            return psutil.Process(proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            family = self.descendants(proc)
-            for p in [psutil.Process(proc.pid) if proc.poll() is None else None, *family]:
-                if p is None:
-                    continue
-                try:
-                    p.send_signal(signal.SIGCONT)
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            proc.wait(timeout=30)
-            # Shown by pytest when the test failed: what each worker did.
-            text = proc.log_path.read_text(errors="replace").splitlines()  # type: ignore[attr-defined]
-            print(f"--- {proc.log_path} (last 40 lines) ---", *text[-40:], sep="\n")
-
-
 @pytest.fixture
 def workers(tmp_path) -> Iterator[Workers]:
     pool = Workers(tmp_path)
@@ -114,21 +42,3 @@ def workers(tmp_path) -> Iterator[Workers]:
         yield pool
     finally:
         pool.stop_all()
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.2):
-    """Poll ``predicate`` until it returns a truthy value (returned), else fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-def train_args(env: JobsEnv, *extra: str, epochs: int = 2) -> list[str]:
-    """Arguments of a tiny, one-thread Challenge 2 training job on the demo data."""
-    options = {"--challenge": "2", "--epochs": str(epochs), "--workers": "0", "--batch-size": "16"}
-    args = [word for pair in options.items() for word in pair]
-    return [*args, "--features", "none", "--data", *env.c2_files, *extra]

@@ -6,12 +6,12 @@ import os
 import signal
 
 import psutil
+from jobs_testlib import train_args, wait_for
 
 from jobs.heartbeats import list_workers
 from jobs.keys import JobKeys
 from jobs.queue import JobQueue
 from services.connections import redis_client
-from tests.jobs.conftest import train_args, wait_for
 from tracking.database import open_database
 from tracking.jobruns import job_runs
 from tracking.schema import EPOCHS

@@ -8,14 +8,14 @@ import zlib
 import yaml
 from bson import ObjectId
 from click.testing import CliRunner
+from jobs_testlib import wait_for
 
 from eegfs.cli import cli
 from jobs.queue import JobQueue
 from jobs.sweeps import create_sweep, show_sweep
 from services.connections import redis_client
-from tests.jobs.conftest import wait_for
 from tracking.database import open_database
-from tracking.schema import EXPERIMENTS, MODELS, MODEL_VERSIONS
+from tracking.schema import EXPERIMENTS, MODEL_VERSIONS, MODELS
 
 PICKLE_HEADERS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
 
@@ -41,9 +41,10 @@ def _values(client):
         for value in values:
             yield key, value
             try:
-                yield key, zlib.decompress(value)
+                raw = zlib.decompress(value)  # RQ stores job data zlib-compressed
             except zlib.error:
-                pass
+                continue
+            yield key, raw
 
 
 def test_sweep_on_two_workers_prunes_and_registers_the_best(
