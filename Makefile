@@ -98,6 +98,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_tracking.py
+	$(BIN)/python benchmarks/bench_jobs.py
 	$(BIN)/python benchmarks/bench_training.py
 
 lint: install

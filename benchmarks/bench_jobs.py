@@ -256,23 +256,25 @@ def bench_sweep(settings: Settings, logs: Path, tmp: Path, trials: int) -> bool:
 
 def bench_faults(settings: Settings, logs: Path) -> bool:
     queue_name = f"kill-{uuid.uuid4().hex[:6]}"
+    # A live worker elsewhere (on another queue) is the one that notices the death.
+    rescuers = start_workers(settings, f"other-{queue_name}", 1, logs)
     (victim,) = start_workers(settings, queue_name, 1, logs)
-    with JobQueue(settings) as queue:
-        job_id = queue.submit("spin", ["2000000000"], queue=queue_name)
-        while queue.get(job_id, with_rq=False).state != "started":
-            time.sleep(0.05)
-        time.sleep(1.0)
-        victim.send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        victim.wait()
-        rescuers = start_workers(settings, f"other-{queue_name}", 1, logs)  # a sweeper elsewhere
-        try:
-            while queue.get(job_id, with_rq=False).state != "queued":
+    time.sleep(settings.heartbeat_s)  # past the rescuer's grace interval after connecting
+    try:
+        with JobQueue(settings) as queue:
+            job_id = queue.submit("spin", ["2000000000"], queue=queue_name)
+            while queue.get(job_id, with_rq=False).state != "started":
                 time.sleep(0.05)
+            time.sleep(1.0)
+            victim.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            victim.wait()
+            while queue.get(job_id, with_rq=False).state != "queued":
+                time.sleep(0.02)
             noticed = time.monotonic() - killed
-        finally:
             queue.cancel(job_id)
-            stop_workers(rescuers)
+    finally:
+        stop_workers(rescuers)
     limit = 2 * settings.heartbeat_s
     ok = noticed <= limit
     print(
