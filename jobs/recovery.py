@@ -106,17 +106,13 @@ class Recovery:
         )
         reason, sweep, trial = (None if v is None else v.decode() for v in fields)
         reason = reason or WORKER_LOST
-        if handoff.outcome == "queued":
-            rq_adapter.requeue(self.client, attempt.job_id)
-        else:
-            rq_adapter.end_started(
-                self.client, attempt.job_id, handoff.outcome, reason, self.fence.retention_s
-            )
         if handoff.outcome != "finished":
             _end_attempt_runs(self.settings, attempt.job_id, attempt.number, reason)
             if sweep and trial:
                 from jobs.sweeps import fail_trial
 
+                # Before the job is queued again, so that its next attempt finds the
+                # parameters waiting in the study.
                 fail_trial(
                     self.settings,
                     self.client,
@@ -125,6 +121,12 @@ class Recovery:
                     reason=reason,
                     run_again=handoff.outcome == "queued",
                 )
+        if handoff.outcome == "queued":
+            rq_adapter.requeue(self.client, attempt.job_id)
+        else:
+            rq_adapter.end_started(
+                self.client, attempt.job_id, handoff.outcome, reason, self.fence.retention_s
+            )
 
 
 def _end_attempt_runs(settings: Settings, job_id: str, attempt: int, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import zlib
 
 import yaml
@@ -47,16 +48,14 @@ def _values(client):
             yield key, raw
 
 
-def test_sweep_on_two_workers_prunes_and_registers_the_best(
-    job_settings, queue_name, workers, jobs_env, tmp_path
-):
+def _space(tmp_path, env, epochs: int):
     space = tmp_path / "space.yaml"
     space.write_text(
         yaml.safe_dump(
             {
                 "train": {
-                    "data": jobs_env.c2_files,
-                    "epochs": 3,
+                    "data": env.c2_files,
+                    "epochs": epochs,
                     "workers": 0,
                     "batch_size": 16,
                     "features": "none",
@@ -68,6 +67,59 @@ def test_sweep_on_two_workers_prunes_and_registers_the_best(
             }
         )
     )
+    return space
+
+
+def test_sweep_trial_of_a_killed_worker_is_failed_and_run_again(
+    job_settings, queue_name, workers, jobs_env, tmp_path
+):
+    config = create_sweep(
+        job_settings,
+        "k1",
+        challenge=2,
+        space_path=_space(tmp_path, jobs_env, epochs=6),
+        trials=2,
+        sampler="random",
+        seed=1,
+        queue=queue_name,
+    )
+    victim = workers.start(job_settings, queue_name, name="victim")
+    with JobQueue(job_settings) as queue:
+        first = wait_for(
+            lambda: next((j for j in config.jobs if queue.get(j, with_rq=False).experiments), None),
+            180,
+            "a trial to start training",
+        )
+        wait_for(
+            lambda: show_sweep(job_settings, "k1")["trials"][0]["epochs_reported"] >= 1,
+            180,
+            "the trial to report an epoch",
+        )
+        workers.start(job_settings, queue_name, name="rescuer")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        wait_for(
+            lambda: all(queue.get(j, with_rq=False).state == "finished" for j in config.jobs),
+            600,
+            "both trial jobs to finish on the rescuer",
+            interval_s=2.0,
+        )
+        assert queue.get(first, with_rq=False).attempts == 2
+    trials = show_sweep(job_settings, "k1")["trials"]
+    failed = [t for t in trials if t["state"] == "fail"]
+    assert len(failed) == 1 and len(trials) == 3
+    retried = [t for t in trials if t["retry_of"] == failed[0]["number"]]
+    assert len(retried) == 1 and retried[0]["params"] == failed[0]["params"]
+    assert sorted(t["state"] for t in trials if t is not failed[0]) == ["complete", "complete"]
+    with open_database(job_settings, indexes=False) as db:
+        lost = db[EXPERIMENTS].find_one({"_id": ObjectId(failed[0]["experiment_id"])})
+    assert lost["status"] == "failed" and lost["error"].startswith("worker lost")
+
+
+def test_sweep_on_two_workers_prunes_and_registers_the_best(
+    job_settings, queue_name, workers, jobs_env, tmp_path
+):
+    space = _space(tmp_path, jobs_env, epochs=3)
     config = create_sweep(
         job_settings,
         "s1",
