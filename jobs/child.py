@@ -63,49 +63,61 @@ class _Trial:
         self.study.tell(self.number, state=self._pruned_state, skip_if_finished=True)
 
 
-def install_job_hooks(settings: Settings) -> None:
-    """Install the run hooks of ``settings.job`` in this process (see the module docstring)."""
-    ctx = settings.job
-    if ctx is None:
-        return
-    client = redis_client(settings.redis_url)
-    keys = JobKeys(settings.jobs_prefix)
-    fence = Fence(client, keys, retention_s=DEFAULT_RETENTION_S)
-    attempt = Attempt(ctx.job_id, ctx.attempt, ctx.worker)
-    trial = None
-    if ctx.sweep is not None and ctx.trial is not None:
-        trial = _Trial(settings, client, ctx.sweep, ctx.trial)
+class _JobHooks:
+    """The run hooks of one job attempt (see the module docstring)."""
 
-    def on_start(experiment_id: str) -> None:
+    def __init__(self, settings: Settings) -> None:
+        ctx = settings.job
+        self.ctx = ctx
+        self.client = redis_client(settings.redis_url)
+        self.keys = JobKeys(settings.jobs_prefix)
+        self.fence = Fence(self.client, self.keys, retention_s=DEFAULT_RETENTION_S)
+        self.attempt = Attempt(ctx.job_id, ctx.attempt, ctx.worker)
+        self.trial = None
+        if ctx.sweep is not None and ctx.trial is not None:
+            self.trial = _Trial(settings, self.client, ctx.sweep, ctx.trial)
+
+    def start_fields(self) -> dict:
+        job = {"id": self.ctx.job_id, "attempt": self.ctx.attempt, "worker": self.ctx.worker}
+        if self.trial is not None:
+            job.update(sweep=self.ctx.sweep, trial=self.ctx.trial)
+        return {"job": job}
+
+    def on_start(self, experiment_id: str) -> None:
         try:
-            client.hset(keys.job(ctx.job_id), f"run.{ctx.attempt}", experiment_id)
+            self.client.hset(
+                self.keys.job(self.ctx.job_id), f"run.{self.ctx.attempt}", experiment_id
+            )
         except redis.RedisError as exc:  # the experiment records the job: the link survives
             log.warning(
-                "could not record experiment %s on job %s: %s", experiment_id, ctx.job_id, exc
+                "could not record experiment %s on job %s: %s", experiment_id, self.ctx.job_id, exc
             )
-        if trial is not None:
-            trial.link(experiment_id)
+        if self.trial is not None:
+            self.trial.link(experiment_id)
 
-    def on_epoch(experiment_id: str, epoch: int, metrics: Mapping[str, float]) -> None:
-        if trial is None or not trial.report(epoch, metrics):
+    def on_epoch(self, experiment_id: str, epoch: int, metrics: Mapping[str, float]) -> None:
+        if self.trial is None or not self.trial.report(epoch, metrics):
             return
-        if _claim(fence, attempt):
-            trial.tell_pruned()
-            raise RunStopped(PRUNED)
-        raise RunStopped(_handed_on(attempt))
+        if not _claim(self.fence, self.attempt):
+            raise RunStopped(_handed_on(self.attempt))
+        self.trial.tell_pruned()
+        raise RunStopped(PRUNED)
 
-    def may_complete(experiment_id: str) -> str | None:
-        return None if _claim(fence, attempt) else _handed_on(attempt)
+    def may_complete(self, experiment_id: str) -> str | None:
+        return None if _claim(self.fence, self.attempt) else _handed_on(self.attempt)
 
-    job = {"id": ctx.job_id, "attempt": ctx.attempt, "worker": ctx.worker}
-    if trial is not None:
-        job.update(sweep=ctx.sweep, trial=ctx.trial)
+
+def install_job_hooks(settings: Settings) -> None:
+    """Install the run hooks of ``settings.job`` in this process (see the module docstring)."""
+    if settings.job is None:
+        return
+    hooks = _JobHooks(settings)
     set_run_hooks(
         RunHooks(
-            start_fields={"job": job},
-            on_start=on_start,
-            on_epoch=on_epoch,
-            may_complete=may_complete,
+            start_fields=hooks.start_fields(),
+            on_start=hooks.on_start,
+            on_epoch=hooks.on_epoch,
+            may_complete=hooks.may_complete,
         )
     )
 
