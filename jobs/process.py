@@ -9,7 +9,7 @@ library offers this (it is one ``prctl`` call), hence ctypes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import logging
 import os
 import signal
@@ -18,6 +18,19 @@ import sys
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # The symbols of the running program include libc's; no ctypes.util.find_library, which
+    # runs ldconfig in a subprocess (tens of milliseconds in every work horse).
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def load_libc() -> None:
+    """Load libc now (before forking), so that work horses do not each load it."""
+    if sys.platform.startswith("linux"):
+        _libc()
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> bool:
@@ -29,7 +42,7 @@ def die_with_parent(sig: int = signal.SIGKILL) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     parent = os.getppid()
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = _libc()
     if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
         return False
@@ -38,4 +51,4 @@ def die_with_parent(sig: int = signal.SIGKILL) -> bool:
     return True
 
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "load_libc"]

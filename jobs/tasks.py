@@ -50,6 +50,8 @@ def preload() -> None:
 
     import jobs.sweeps  # noqa: F401
 
+    process.load_libc()
+
 
 def execute(spec: dict[str, Any]) -> Any:
     """Run one job (RQ calls this in the work horse with the job's JSON spec)."""
