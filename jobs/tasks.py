@@ -35,13 +35,14 @@ FAILURE_TAIL_LINES = 12
 
 _current: tuple[Settings, Attempt] | None = None
 _last_result: Any = None
+_last_error: str | None = None
 
 
 def set_current(settings: Settings, attempt: Attempt | None) -> None:
     """Called by the worker in a fresh work horse: the attempt that this process runs."""
-    global _current, _last_result
+    global _current, _last_result, _last_error
     _current = None if attempt is None else (settings, attempt)
-    _last_result = None
+    _last_result = _last_error = None
 
 
 def preload() -> None:
@@ -55,12 +56,20 @@ def preload() -> None:
 
 def execute(spec: dict[str, Any]) -> Any:
     """Run one job (RQ calls this in the work horse with the job's JSON spec)."""
-    global _last_result
+    global _last_result, _last_error
     if _current is None:
         raise JobsError(
             "jobs.tasks.execute runs only in an `eegfs worker` (it needs the job's attempt)"
         )
-    settings, attempt = _current
+    try:
+        _last_result = _run(*_current, spec)
+    except JobsError as exc:
+        _last_error = str(exc)
+        raise
+    return _last_result
+
+
+def _run(settings: Settings, attempt: Attempt, spec: dict[str, Any]) -> Any:
     command, args = spec["command"], [str(a) for a in spec.get("args", [])]
     if command == "noop":
         result: Any = {"started_at": time.time(), "worker": attempt.worker}
@@ -74,8 +83,12 @@ def execute(spec: dict[str, Any]) -> Any:
         result = run_trial(settings, attempt, spec["sweep"])
     else:
         raise JobsError(f"unknown job command {command!r}")
-    _last_result = result
     return result
+
+
+def failure_reason() -> str | None:
+    """The message of the job failure raised in this horse (None when none was)."""
+    return _last_error
 
 
 def result_json(job) -> str:

@@ -125,7 +125,11 @@ class FencedWorker(rq_adapter.Worker):
             return
         canceled = rq_adapter.stop_requested_for(self, job.id)
         outcome = "canceled" if canceled else "failed"
-        reason = "canceled by request" if canceled else _last_line(exc_string)
+        reason = (
+            "canceled by request"
+            if canceled
+            else (tasks.failure_reason() or _last_line(exc_string))[-4000:]
+        )
         if not _patiently(lambda: self.fence.finish(attempt, outcome, reason=reason)):
             log.warning(
                 "job %s attempt %d was handed on to another worker; its failure is not recorded",

@@ -134,3 +134,24 @@ def test_frozen_worker_cannot_complete_a_handed_on_job(job_settings, queue_name,
     runs = _runs(job_settings, job_id)
     assert [(r["attempt"], r["status"]) for r in runs] == [(1, "failed"), (2, "completed")]
     assert runs[0]["experiment_id"] == first
+
+
+def test_feature_build_job_and_a_job_whose_file_is_missing(
+    job_settings, queue_name, workers, jobs_env, tmp_path
+):
+    missing = tmp_path / "not-on-this-worker.h5"
+    with JobQueue(job_settings) as queue:
+        build = queue.submit(
+            "features build",
+            ["--input", *jobs_env.c2_files, "--participants", str(jobs_env.demo.participants)],
+            queue=queue_name,
+        )
+        broken = queue.submit(
+            "train", train_args(jobs_env, "--data", str(missing), epochs=1), queue=queue_name
+        )
+        workers.start(job_settings, queue_name, "--burst", name="wa").wait(timeout=300)
+        built, failed = queue.get(build), queue.get(broken)
+    assert (built.state, built.rq_status, built.result["returncode"]) == ("finished", "finished", 0)
+    assert (job_settings.data_dir / "features").is_dir()
+    assert (failed.state, failed.rq_status, failed.attempts) == ("failed", "failed", 1)
+    assert str(missing) in failed.reason or "not-on-this-worker.h5" in failed.reason
