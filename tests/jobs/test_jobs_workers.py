@@ -155,3 +155,21 @@ def test_feature_build_job_and_a_job_whose_file_is_missing(
     assert (job_settings.data_dir / "features").is_dir()
     assert (failed.state, failed.rq_status, failed.attempts) == ("failed", "failed", 1)
     assert str(missing) in failed.reason or "not-on-this-worker.h5" in failed.reason
+
+
+def test_cancel_stops_a_running_job_and_its_run(job_settings, queue_name, workers, jobs_env):
+    with JobQueue(job_settings) as queue:
+        worker, job_id, first = _victim_mid_training(
+            workers, job_settings, queue_name, jobs_env, queue
+        )
+        family = workers.descendants(worker)
+        assert "stop sent to worker victim" in queue.cancel(job_id)
+        wait_for(lambda: queue.get(job_id, with_rq=False).state == "canceled", 60, "the cancel")
+        gone, alive = psutil.wait_procs(family, timeout=30)
+        assert not alive, "the horse and the training process are gone"
+        record = queue.get(job_id)
+    assert record.rq_status == "stopped" and record.reason == "canceled by request"
+    assert [(r["status"], r["error"]) for r in _runs(job_settings, job_id)] == [
+        ("stopped", "canceled by request")
+    ]
+    assert worker.poll() is None, "the worker itself goes on"
