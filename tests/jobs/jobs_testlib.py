@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -68,17 +69,23 @@ class Workers:
             return []
 
     def stop_all(self) -> None:
+        """A warm shutdown (SIGTERM: RQ stops once idle); what is left after 10 s is killed."""
+        families = {proc.pid: self.descendants(proc) for proc in self.procs}
         for proc in self.procs:
-            family = self.descendants(proc)
-            for p in [psutil.Process(proc.pid) if proc.poll() is None else None, *family]:
-                if p is None:
-                    continue
-                try:
-                    p.send_signal(signal.SIGCONT)
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            proc.wait(timeout=30)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
+                    os.kill(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+            for child in families[proc.pid]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.send_signal(signal.SIGCONT)
+                    child.kill()
             # Shown by pytest when the test failed: what each worker did.
             text = proc.log_path.read_text(errors="replace").splitlines()  # type: ignore[attr-defined]
             print(f"--- {proc.log_path} (last 40 lines) ---", *text[-40:], sep="\n")
