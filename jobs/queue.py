@@ -23,7 +23,7 @@ import redis
 
 from jobs import rq_adapter
 from jobs.errors import JobNotFoundError, JobStateError
-from jobs.fence import CANCELED, QUEUED, STARTED, TERMINAL, Fence, utcnow_text
+from jobs.fence import QUEUED, STARTED, TERMINAL, Fence, utcnow_text
 from jobs.keys import JobKeys
 from services.connections import redis_client
 from services.settings import Settings
@@ -66,10 +66,6 @@ class JobRecord:
         out = asdict(self)
         out["experiments"] = {str(k): v for k, v in self.experiments.items()}
         return out
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
 
 
 def record_from_hash(job_id: str, fields: dict[bytes, bytes]) -> JobRecord:
@@ -348,7 +344,6 @@ def absolute_paths(args: Sequence[str]) -> list[str]:
 
 __all__ = [
     "BUILTIN_COMMANDS",
-    "CANCELED",
     "CLI_COMMANDS",
     "COMMANDS",
     "DEFAULT_MAX_ATTEMPTS",

@@ -17,7 +17,6 @@ Option names are those of ``eegfs train`` without the dashes (``batch_size`` or
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,10 +150,6 @@ def _grid_values(name: str, spec: dict[str, Any]) -> list[Any]:
         )
     count = int(round((dist.high - dist.low) / dist.step)) + 1
     return [round(dist.low + i * dist.step, 12) for i in range(count)]
-
-
-def grid_size(grid: dict[str, list[Any]]) -> int:
-    return len(list(itertools.product(*grid.values())))
 
 
 def train_options(values: dict[str, Any]) -> list[str]:
