@@ -180,7 +180,7 @@ def bench_throughput(settings: Settings, logs: Path, n: int, iterations: int) ->
             with JobQueue(settings) as queue:
                 started = time.perf_counter()
                 ids = queue.submit_many([("spin", [str(iterations)])] * n, queue=queue_name)
-                wait_finished(queue, ids, 1800, poll_s=0.05)
+                wait_finished(queue, ids, 1800, poll_s=0.5)
                 seconds[count] = time.perf_counter() - started
         finally:
             stop_workers(procs)

@@ -46,11 +46,11 @@ def set_current(settings: Settings, attempt: Attempt | None) -> None:
 
 
 def preload() -> None:
-    """Import what horses need before they are forked, so that each job starts fast."""
-    import optuna  # noqa: F401
+    """Prepare what every horse needs before the worker forks it, so that each job starts fast.
 
-    import jobs.sweeps  # noqa: F401
-
+    Optuna is not preloaded: it would make the worker process, and so every fork, much larger
+    for the sake of sweep trials only, which run for minutes anyway.
+    """
     process.load_libc()
 
 

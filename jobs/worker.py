@@ -69,9 +69,8 @@ class FencedWorker(rq_adapter.Worker):
             rq_adapter.drop_dequeued(queue, job.id)
             return
         self.attempt = attempt
+        # The heartbeat thread publishes the current job on its next beat (within 1/3 interval).
         self.beat.job, self.beat.attempt = job.id, attempt.number
-        with contextlib.suppress(redis.RedisError):
-            self.beat.beat()
         try:
             super().execute_job(job, queue)
         finally:
