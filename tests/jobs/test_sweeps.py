@@ -70,61 +70,27 @@ def _space(tmp_path, env, epochs: int):
     return space
 
 
-def test_sweep_trial_of_a_killed_worker_is_failed_and_run_again(
-    job_settings, queue_name, workers, jobs_env, tmp_path
-):
-    config = create_sweep(
-        job_settings,
-        "k1",
-        challenge=2,
-        space_path=_space(tmp_path, jobs_env, epochs=6),
-        trials=2,
-        sampler="random",
-        seed=1,
-        queue=queue_name,
-    )
-    victim = workers.start(job_settings, queue_name, name="victim")
-    with JobQueue(job_settings) as queue:
-        first = wait_for(
-            lambda: next((j for j in config.jobs if queue.get(j, with_rq=False).experiments), None),
-            180,
-            "a trial to start training",
-        )
-        wait_for(
-            lambda: show_sweep(job_settings, "k1")["trials"][0]["epochs_reported"] >= 1,
-            180,
-            "the trial to report an epoch",
-        )
-        workers.start(job_settings, queue_name, name="rescuer")
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=30)
-        wait_for(
-            lambda: all(queue.get(j, with_rq=False).state == "finished" for j in config.jobs),
-            600,
-            "both trial jobs to finish on the rescuer",
-            interval_s=2.0,
-        )
-        assert queue.get(first, with_rq=False).attempts == 2
-    trials = show_sweep(job_settings, "k1")["trials"]
-    failed = [t for t in trials if t["state"] == "fail"]
-    assert len(failed) == 1 and len(trials) == 3
-    retried = [t for t in trials if t["retry_of"] == failed[0]["number"]]
-    assert len(retried) == 1 and retried[0]["params"] == failed[0]["params"]
-    assert sorted(t["state"] for t in trials if t is not failed[0]) == ["complete", "complete"]
-    with open_database(job_settings, indexes=False) as db:
-        lost = db[EXPERIMENTS].find_one({"_id": ObjectId(failed[0]["experiment_id"])})
-    assert lost["status"] == "failed" and lost["error"].startswith("worker lost")
+def _victim(queue, jobs, sweep_doc):
+    """A trial job training (one epoch reported) after some trial has ended, else None."""
+    trials = sweep_doc["trials"]
+    if not any(t["state"] in ("complete", "pruned") for t in trials):
+        return None
+    training = {
+        t["number"] for t in trials if t["state"] == "running" and t["epochs_reported"] == 1
+    }
+    records = [queue.get(j, with_rq=False) for j in jobs]
+    return next((r for r in records if r.state == "started" and r.trial in training), None)
 
 
-def test_sweep_on_two_workers_prunes_and_registers_the_best(
+def test_sweep_with_a_worker_killed_and_restarted_midway(
     job_settings, queue_name, workers, jobs_env, tmp_path
 ):
-    space = _space(tmp_path, jobs_env, epochs=3)
+    """Two workers run an 8-trial sweep; one is SIGKILLed mid-trial and started again."""
     config = create_sweep(
         job_settings,
         "s1",
         challenge=2,
-        space_path=space,
+        space_path=_space(tmp_path, jobs_env, epochs=4),
         trials=8,
         sampler="random",
         pruner="median",
@@ -134,18 +100,30 @@ def test_sweep_on_two_workers_prunes_and_registers_the_best(
         queue=queue_name,
     )
     assert len(config.jobs) == 8
-    for name in ("wa", "wb"):
-        workers.start(job_settings, queue_name, name=name)
+    procs = {name: workers.start(job_settings, queue_name, name=name) for name in ("wa", "wb")}
     with JobQueue(job_settings) as queue:
+        victim = wait_for(
+            lambda: _victim(queue, config.jobs, show_sweep(job_settings, "s1")),
+            400,
+            "a trial in training after a first trial ended",
+        )
+        procs[victim.worker].send_signal(signal.SIGKILL)
+        procs[victim.worker].wait(timeout=30)
+        workers.start(job_settings, queue_name, name=f"{victim.worker}-restarted")
         wait_for(
             lambda: all(queue.get(j, with_rq=False).state == "finished" for j in config.jobs),
             600,
             "eight trial jobs to finish",
             interval_s=2.0,
         )
-        assert {queue.get(j, with_rq=False).worker for j in config.jobs} == {"wa", "wb"}
+        assert queue.get(victim.id, with_rq=False).attempts == 2
+        assert len({queue.get(j, with_rq=False).worker for j in config.jobs}) >= 2
     doc = show_sweep(job_settings, "s1")
-    states = [t["state"] for t in doc["trials"]]
+    lost = [t for t in doc["trials"] if t["state"] == "fail"]
+    assert [t["number"] for t in lost] == [victim.trial], "only the killed trial failed"
+    retried = [t for t in doc["trials"] if t["retry_of"] == victim.trial]
+    assert len(retried) == 1 and retried[0]["params"] == lost[0]["params"]
+    states = [t["state"] for t in doc["trials"] if t["state"] != "fail"]
     assert len(states) == 8 and set(states) <= {"complete", "pruned"}, states
     assert states.count("pruned") >= 1, "the median pruner stopped at least one trial"
     with open_database(job_settings, indexes=False) as db:
@@ -153,8 +131,12 @@ def test_sweep_on_two_workers_prunes_and_registers_the_best(
             exp = db[EXPERIMENTS].find_one({"_id": ObjectId(trial["experiment_id"])})
             assert {"sweep:s1", f"trial:{trial['number']}"} <= set(exp["tags"])
             assert exp["job"]["sweep"] == "s1" and exp["job"]["trial"] == trial["number"]
-            expected = ("stopped", "pruned") if trial["state"] == "pruned" else ("completed", None)
-            assert (exp["status"], exp["error"]) == expected
+            if trial["state"] == "fail":
+                assert exp["status"] == "failed" and exp["error"].startswith("worker lost")
+            else:
+                pruned = trial["state"] == "pruned"
+                expected = ("stopped", "pruned") if pruned else ("completed", None)
+                assert (exp["status"], exp["error"]) == expected
         model = db[MODELS].find_one({"name": "c2-cnn"})
         version = db[MODEL_VERSIONS].find_one(
             {"name": "c2-cnn", "version": model["aliases"]["sweep-s1"]}
