@@ -48,6 +48,11 @@ def cli(ctx: click.Context, log_level: str) -> None:
     """
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = load_settings()
+    if ctx.obj.job is not None:
+        # Started by `eegfs worker` to run a job: link runs to the job, fence their completion.
+        from jobs.child import install_job_hooks
+
+        install_job_hooks(ctx.obj)
 
 
 def main() -> None:
@@ -60,12 +65,26 @@ from eegfs.commands import (  # noqa: E402
     datasets,
     demo,
     features,
+    jobs,
     models,
     runs,
     services,
     subjects,
+    sweep,
     train,
 )
 
-for _group in (services, demo, features, runs, models, subjects, datasets, database, train):
+for _group in (
+    services,
+    demo,
+    features,
+    runs,
+    models,
+    subjects,
+    datasets,
+    database,
+    train,
+    jobs,
+    sweep,
+):
     _group.register(cli)

@@ -33,6 +33,7 @@ USER_ERROR_ROOTS = frozenset(
         "demodata.errors:DemoDataError",
         "tracking.errors:TrackingError",
         "training.errors:TrainingError",
+        "jobs.errors:JobsError",
     }
 )
 #: Packages whose ``raise ValueError(...)`` validates arguments (a usage error, not a bug).
@@ -81,6 +82,43 @@ class ArgumentError(click.UsageError):
         super().__init__(message, ctx=None)  # no usage block: the message says what to fix
 
 
+def server_error_message(exc: BaseException, settings) -> str | None:
+    """One line for a Redis or MongoDB that refuses or does not answer, else None.
+
+    Says "authentication failed" for a wrong user or password and "does not answer" for a server
+    that is down or unreachable, with the address (password masked) and where to fix it.
+    """
+    import pymongo.errors
+    import redis.exceptions
+
+    from services.connections import mask_uri
+
+    redis_at = f"Redis at {mask_uri(settings.redis_url)}" if settings else "Redis"
+    mongo_at = f"MongoDB at {mask_uri(settings.mongo_uri)}" if settings else "MongoDB"
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.AuthenticationError) or (
+        isinstance(exc, redis.exceptions.ResponseError) and text.startswith(("NOAUTH", "WRONGPASS"))
+    ):
+        return (
+            f"{redis_at}: authentication failed ({text}); check the user and password in REDIS_URL"
+        )
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return (
+            f"{redis_at} does not answer ({text}); start it with `eegfs services up` or check "
+            "REDIS_URL"
+        )
+    if isinstance(exc, pymongo.errors.OperationFailure) and exc.code in (13, 18):
+        return (
+            f"{mongo_at}: authentication failed ({text}); check the user and password in MONGO_URI"
+        )
+    if isinstance(exc, pymongo.errors.ConnectionFailure):
+        return (
+            f"{mongo_at} does not answer ({text.splitlines()[0][:200]}); start it with "
+            "`eegfs services up` or check MONGO_URI"
+        )
+    return None
+
+
 class HandledGroup(click.Group):
     """A click group that turns user errors raised by any command below it into one line."""
 
@@ -88,6 +126,10 @@ class HandledGroup(click.Group):
         try:
             return super().invoke(ctx)
         except Exception as exc:
+            server = server_error_message(exc, ctx.obj)
+            if server is not None:
+                log.debug("server error", exc_info=exc)
+                raise UserError(server) from exc
             if is_user_error(exc):
                 log.debug("user error", exc_info=exc)
                 raise UserError(str(exc)) from exc
@@ -104,4 +146,5 @@ __all__ = [
     "UserError",
     "is_usage_error",
     "is_user_error",
+    "server_error_message",
 ]

@@ -188,7 +188,8 @@ def start_redis(
         str(binary),
         *("--port", str(port), "--bind", "127.0.0.1"),
         *("--dir", str(workdir), "--dbfilename", "dump.rdb"),
-        *("--save", "60 1", "--appendonly", "no"),
+        # Queued jobs must survive a crash of this server: append-only file, fsynced every second.
+        *("--save", "60 1", "--appendonly", "yes", "--appendfsync", "everysec"),
         *("--daemonize", "no", "--protected-mode", "yes"),
     ]
     recorded = list(command)  # no secret in state files

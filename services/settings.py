@@ -29,8 +29,21 @@ DEFAULT_MONGO_DB = "eeg2025"
 DEFAULT_DATA_DIR = "data"
 DEFAULT_FEATURE_REPO = "feature_repo"
 DEFAULT_ENV_FILE = ".env"
+#: Prefix of the job queue's own Redis keys (RQ's ``rq:`` keys keep their fixed prefix).
+DEFAULT_JOBS_PREFIX = "eegfs"
+#: Seconds within which a live worker refreshes its heartbeat (see docs/jobs.md).
+DEFAULT_HEARTBEAT_S = 5.0
 #: Names the settings file to read under the environment; empty means "read none".
 ENV_FILE_KEY = "EEGFS_ENV_FILE"
+
+#: Job context that a worker passes to the ``eegfs`` process running a job (read only here).
+JOB_ENV_KEYS = (
+    "EEGFS_JOB_ID",
+    "EEGFS_JOB_ATTEMPT",
+    "EEGFS_JOB_WORKER",
+    "EEGFS_SWEEP",
+    "EEGFS_TRIAL",
+)
 
 #: Environment variables read by :func:`load_settings` (documented in README and .env.example).
 ENV_KEYS = (
@@ -41,9 +54,37 @@ ENV_KEYS = (
     "EEGFS_FEATURE_REPO",
     "EEGFS_REDIS_PORT",
     "EEGFS_MONGO_PORT",
+    "EEGFS_JOBS_PREFIX",
+    "EEGFS_HEARTBEAT_S",
+    *JOB_ENV_KEYS,
 )
 
 Source = Literal["configured", "started here", "default"]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The job attempt that the current process runs for (set by an ``eegfs worker``).
+
+    ``sweep``/``trial`` name the sweep and Optuna trial number when the job is a sweep trial.
+    """
+
+    job_id: str
+    attempt: int
+    worker: str
+    sweep: str | None = None
+    trial: int | None = None
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that :func:`load_settings` reads back into this context."""
+        env = {
+            "EEGFS_JOB_ID": self.job_id,
+            "EEGFS_JOB_ATTEMPT": str(self.attempt),
+            "EEGFS_JOB_WORKER": self.worker,
+        }
+        if self.sweep is not None and self.trial is not None:
+            env.update(EEGFS_SWEEP=self.sweep, EEGFS_TRIAL=str(self.trial))
+        return env
 
 
 @dataclass(frozen=True)
@@ -65,6 +106,11 @@ class Settings:
     #: Port of the default address, and of a local server that ``eegfs services up`` starts.
     local_redis_port: int = DEFAULT_REDIS_PORT
     local_mongo_port: int = DEFAULT_MONGO_PORT
+    #: Prefix of the job queue's Redis keys, and a worker's heartbeat interval in seconds.
+    jobs_prefix: str = DEFAULT_JOBS_PREFIX
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    #: Set only in a process that an ``eegfs worker`` started to run a job.
+    job: JobContext | None = None
 
     @property
     def default_redis_url(self) -> str:
@@ -106,6 +152,25 @@ class Settings:
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (tests use it to point at their own servers)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """Environment variables from which :func:`load_settings` rebuilds these settings.
+
+        A worker passes them to the ``eegfs`` process that runs a job, so the job uses exactly
+        the worker's servers and directories (the values may hold passwords: never log them).
+        """
+        env = {
+            "REDIS_URL": self.redis_url,
+            "MONGO_URI": self.mongo_uri,
+            "MONGO_DB": self.mongo_db,
+            "EEGFS_DATA_DIR": str(self.data_dir),
+            "EEGFS_FEATURE_REPO": str(self.feature_repo),
+            "EEGFS_JOBS_PREFIX": self.jobs_prefix,
+            "EEGFS_HEARTBEAT_S": repr(self.heartbeat_s),
+        }
+        if self.job is not None:
+            env.update(self.job.to_env())
+        return env
 
 
 def _read_state_uri(services_dir: Path, name: str) -> str | None:
@@ -166,6 +231,9 @@ def load_settings(
         mongo_source=mongo_source,
         local_redis_port=redis_port,
         local_mongo_port=mongo_port,
+        jobs_prefix=_jobs_prefix(values),
+        heartbeat_s=_positive_seconds(values, "EEGFS_HEARTBEAT_S", DEFAULT_HEARTBEAT_S),
+        job=_job_context(values),
     )
 
 
@@ -180,6 +248,49 @@ def _port(values: Mapping[str, str], key: str, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise SettingsError(f"{key} must be a TCP port number (1-65535), got {raw!r}")
     return int(raw)
+
+
+def _jobs_prefix(values: Mapping[str, str]) -> str:
+    prefix = values.get("EEGFS_JOBS_PREFIX", DEFAULT_JOBS_PREFIX)
+    if not prefix or prefix == "rq" or any(c in prefix for c in " {}*?[]"):
+        raise SettingsError(
+            f"EEGFS_JOBS_PREFIX must be a non-empty key prefix other than 'rq' without spaces, "
+            f"braces or glob characters, got {prefix!r}; example: eegfs"
+        )
+    return prefix
+
+
+def _positive_seconds(values: Mapping[str, str], key: str, default: float) -> float:
+    raw = values.get(key)
+    if raw is None:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 3600:
+        raise SettingsError(f"{key} must be seconds between 0.1 and 3600, got {raw!r}")
+    return seconds
+
+
+def _job_context(values: Mapping[str, str]) -> JobContext | None:
+    job_id = values.get("EEGFS_JOB_ID")
+    if not job_id:
+        return None
+    attempt = values.get("EEGFS_JOB_ATTEMPT", "")
+    trial = values.get("EEGFS_TRIAL")
+    if not attempt.isdigit() or (trial is not None and not trial.isdigit()):
+        raise SettingsError(
+            f"EEGFS_JOB_ATTEMPT (and EEGFS_TRIAL when set) must be whole numbers, got "
+            f"{attempt!r} / {trial!r}; these are set by `eegfs worker`, not by hand"
+        )
+    return JobContext(
+        job_id=job_id,
+        attempt=int(attempt),
+        worker=values.get("EEGFS_JOB_WORKER", ""),
+        sweep=values.get("EEGFS_SWEEP") if trial is not None else None,
+        trial=int(trial) if trial is not None else None,
+    )
 
 
 def _resolve(

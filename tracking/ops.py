@@ -6,7 +6,8 @@ writer, or replayed from a spool file. Each kind is idempotent, so applying a pr
 sequence twice and then the rest gives the same documents as applying it once:
 
 ``create``      ``$setOnInsert`` of the experiment document under its client-made ``_id``
-``update``      ``$set`` / ``$max`` / ``$addToSet`` on one experiment
+``update``      ``$set`` / ``$max`` / ``$addToSet`` on one experiment (only where it also matches
+                the op's optional ``where`` filter: a conditional ``completed``)
 ``epoch``       upsert on the unique (experiment_id, epoch) key: the latest values win
 ``metrics``     ``$push`` of one batch into a bounded bucket, guarded by the batch id
 ``checkpoint``  upsert by ``_id``; the best switched by tracking.best's ordered writes; optional
@@ -60,6 +61,10 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OperationFailure) and exc.code in _TRANSIENT_CODES
 
 
+def _update_filter(op: dict[str, Any]) -> dict[str, Any]:
+    return {**op.get("where", {}), "_id": op["id"]}
+
+
 class OpApplier:
     """Applies op records to one MongoDB client (any database named in the records)."""
 
@@ -84,7 +89,7 @@ class OpApplier:
                 {"_id": doc["_id"]}, {"$setOnInsert": _without_id(doc)}, upsert=True
             )
         elif kind == "update":
-            db[EXPERIMENTS].update_one({"_id": op["id"]}, op["update"])
+            db[EXPERIMENTS].update_one(_update_filter(op), op["update"])
         elif kind == "epoch":
             self._apply_epoch(db, op)
         elif kind == "metrics":
@@ -249,7 +254,7 @@ def _create_group(db: Database, group: list[dict[str, Any]]) -> None:
 
 
 def _update_group(db: Database, group: list[dict[str, Any]]) -> None:
-    db[EXPERIMENTS].bulk_write([UpdateOne({"_id": op["id"]}, op["update"]) for op in group])
+    db[EXPERIMENTS].bulk_write([UpdateOne(_update_filter(op), op["update"]) for op in group])
 
 
 def _epoch_group(db: Database, group: list[dict[str, Any]]) -> None:

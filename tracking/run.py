@@ -23,6 +23,7 @@ from tracking import schema
 from tracking.best import next_order
 from tracking.documents import clean_metrics, redact_text
 from tracking.errors import TrackingError
+from tracking.hooks import RunStopped, run_hooks
 from tracking.status import COMPLETED, FAILED, FINAL_STATUSES, RUNNING, STOPPED
 from tracking.timeutil import utcnow
 
@@ -86,11 +87,13 @@ class Run:
         if self._finished is not None:
             return False
         if exc_type is None:
-            self.finish(COMPLETED)
+            self._complete()
+        elif issubclass(exc_type, RunStopped):
+            self.finish(STOPPED, error=str(exc))
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish(STOPPED, error="KeyboardInterrupt")
         elif issubclass(exc_type, SystemExit) and exc.code in (0, None):
-            self.finish(COMPLETED)
+            self._complete()
         else:
             self.finish(
                 FAILED,
@@ -98,6 +101,15 @@ class Run:
                 traceback="".join(tb_module.format_exception(exc_type, exc, tb)),
             )
         return False
+
+    def _complete(self) -> None:
+        """Mark the run completed, unless a hook says it may not (then failed, with why)."""
+        guard = run_hooks().may_complete
+        refusal = None if guard is None else guard(str(self.id))
+        if refusal is None:
+            self.finish(COMPLETED)
+        else:
+            self.finish(FAILED, error=refusal)
 
     def _check_active(self) -> None:
         if self._finished is not None:
@@ -131,6 +143,9 @@ class Run:
             )
             self._last_heartbeat = time.monotonic()
             self._last_epoch = epoch if self._last_epoch is None else max(self._last_epoch, epoch)
+        on_epoch = run_hooks().on_epoch
+        if on_epoch is not None:
+            on_epoch(str(self.id), epoch, values)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer step-level metrics; they are written in batches into bounded bucket documents.
@@ -316,7 +331,11 @@ class Run:
     def finish(
         self, status: str = COMPLETED, *, error: str | None = None, traceback: str | None = None
     ) -> None:
-        """Mark the run ``completed``, ``failed`` or ``stopped`` (with error and traceback)."""
+        """Mark the run ``completed``, ``failed`` or ``stopped`` (with error and traceback).
+
+        ``completed`` is applied only while the stored status is still ``running``: a run that
+        was marked failed by someone else (a job supervisor: "worker lost") stays failed.
+        """
         if status not in FINAL_STATUSES:
             raise ValueError(
                 f"finish status must be one of {', '.join(FINAL_STATUSES)}, got {status!r}"
@@ -328,6 +347,7 @@ class Run:
                 {
                     "op": "update",
                     "id": self.id,
+                    **({"where": {"status": RUNNING}} if status == COMPLETED else {}),
                     "update": {
                         "$set": {
                             "status": status,

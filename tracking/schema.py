@@ -61,6 +61,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING), ("heartbeat", ASCENDING)], name="status_heartbeat"),
         IndexModel([("started_at", DESCENDING)], name="started_at"),
         IndexModel([("tags", ASCENDING)], name="tags"),
+        # Runs of queued jobs (``job: {id, attempt}``), found by the job supervisor.
+        IndexModel(
+            [("job.id", ASCENDING), ("job.attempt", ASCENDING)],
+            name="job_attempt",
+            partialFilterExpression={"job.id": {"$exists": True}},
+        ),
         IndexModel([("name", ASCENDING)], name="name"),
         _legacy_index(),
     ],

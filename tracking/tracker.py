@@ -48,6 +48,7 @@ from tracking.errors import (
 )
 from tracking.fetch import fetch_file
 from tracking.gitinfo import detect_git
+from tracking.hooks import run_hooks
 from tracking.object_ids import to_object_id
 from tracking.run import Run
 from tracking.spool import SpoolFile, default_spool_dir
@@ -313,9 +314,17 @@ class Tracker:
             "traceback": None,
             "schema_version": schema.SCHEMA_VERSION,
         }
+        hooks = run_hooks()
+        doc.update(to_document(dict(hooks.start_fields), "start_fields"))
+        hooks = run_hooks()
+        doc.update(to_document(dict(hooks.start_fields), "start_fields"))
         self._submit({"op": "create", "doc": doc})
         run = Run(self, doc["_id"], name=doc["name"], challenge=doc["challenge"])
         self._runs.add(run)
+        if hooks.on_start is not None:
+            hooks.on_start(str(run.id))
+        if hooks.on_start is not None:
+            hooks.on_start(str(run.id))
         return run
 
     def resume_run(self, experiment_id: str | ObjectId) -> Run:
