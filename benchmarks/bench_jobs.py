@@ -196,8 +196,8 @@ def bench_throughput(settings: Settings, logs: Path, n: int, iterations: int) ->
 
 def bench_sweep(settings: Settings, logs: Path, tmp: Path, trials: int) -> bool:
     import yaml
-    from demodata.writer import write_demo_data
 
+    from demodata.writer import write_demo_data
     from jobs.sweeps import create_sweep, show_sweep
 
     demo = write_demo_data(
