@@ -422,8 +422,12 @@ def test_channel_order_is_never_mixed_silently(tmp_path):
     ("text", "match"),
     [
         ("id\tage\nsub-NDARAA000001\t9\n", "no 'participant_id' column"),
-        ("participant_id\tage\nsub-NDARAA000001\tnine\n", "column 'age' line 2 holds 'nine'"),
-        ("participant_id\tage\nsub-NDARAA000001\t9\nNDARAA000001\t9\n", "listed more than once"),
+        ("participant_id\tage\nsub-NDARAA000001\tnine\n", "line 2: column 'age' holds 'nine'"),
+        (
+            "participant_id\tage\nsub-NDARAA000001\t9\n\nsub-ndaraa000001\t10\n",
+            "line 4: subject NDARAA000001 is listed more than once with different values",
+        ),
+        ("participant_id\tage\nsub-NDARAA000001\t9\ngarbage\n", "line 3: 1 tab-separated"),
     ],
 )
 def test_bad_participants_file(tmp_path, text, match):
