@@ -252,12 +252,14 @@ def window_total_power(total_power: np.ndarray, flat: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape (n_windows,), float32
     """
-    masked = np.where(flat, np.nan, np.asarray(total_power, np.float64))
-    out = np.full(masked.shape[0], np.nan)
-    has = ~np.isnan(masked).all(axis=1)
-    if has.any():
-        out[has] = np.nanmedian(masked[has], axis=1)
-    return out.astype(np.float32)
+    # sort once (NaN last) and pick the middle of each row's valid values: np.nanmedian takes
+    # several times longer on (windows, channels) chunks, and this runs on every chunk
+    values = np.sort(np.where(flat, np.nan, np.asarray(total_power, np.float64)), axis=1)
+    n_valid = (~np.isnan(values)).sum(axis=1)
+    rows = np.arange(values.shape[0])
+    hi = values[rows, np.maximum(n_valid, 1) // 2]
+    lo = values[rows, np.maximum(n_valid - 1, 0) // 2]
+    return np.where(n_valid > 0, (lo + hi) / 2, np.nan).astype(np.float32)
 
 
 def subject_total_power(window_power: np.ndarray, codes: np.ndarray, n_subjects: int) -> np.ndarray:

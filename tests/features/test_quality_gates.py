@@ -92,12 +92,19 @@ def test_file_gates_compare_with_the_store_and_decide_blocks_only_channel_count(
 
 
 def test_power_statistic_ignores_flat_channels_and_unmeasurable_windows():
-    total = np.array([[4.0, 0.0, 6.0, 5.0], [1.0, 1.0, 1.0, 1.0], [np.nan] * 4], np.float32)
-    flat = np.array([[False, True, False, False], [True] * 4, [False] * 4])
+    total = np.array(
+        [[4.0, 0.0, 6.0, 5.0], [1.0, 1.0, 1.0, 1.0], [np.nan] * 4, [10.0, 1.0, 3.0, 2.0]],
+        np.float32,
+    )
+    flat = np.array([[False, True, False, False], [True] * 4, [False] * 4, [False] * 4])
     per_window = q.window_total_power(total, flat)
-    assert per_window[0] == 5.0 and np.isnan(per_window[1:]).all()
-    codes = np.array([0, 0, 1])
-    np.testing.assert_array_equal(q.subject_total_power(per_window, codes, 2), [5.0, np.nan])
+    np.testing.assert_array_equal(per_window, np.array([5.0, np.nan, np.nan, 2.5], np.float32))
+    rng = np.random.default_rng(0)  # the sort-based median equals numpy's on random rows
+    big, mask = rng.random((50, 129)), rng.random((50, 129)) < 0.3
+    expected = [np.median(big[i][~mask[i]]) for i in range(50)]
+    np.testing.assert_allclose(q.window_total_power(big, mask), expected, rtol=1e-6)
+    codes = np.array([0, 0, 1, 0])
+    np.testing.assert_array_equal(q.subject_total_power(per_window, codes, 2), [3.75, np.nan])
 
 
 # --- real files ---------------------------------------------------------------------------------
