@@ -341,7 +341,10 @@ def _restamp(rows: pa.Table, snapshot_id: str, now: datetime) -> pa.Table:
     ):
         i = rows.schema.get_field_index(name)
         rows = rows.set_column(i, rows.schema.field(i), values.cast(rows.schema.field(i).type))
-    return rows
+    metadata = dict(rows.schema.metadata or {})
+    if b"eegfs.snapshot_id" in metadata:
+        metadata[b"eegfs.snapshot_id"] = snapshot_id.encode()
+    return rows.replace_schema_metadata(metadata)
 
 
 def _commit_promotion(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from features_testlib import write_h5, write_participants
 
@@ -226,6 +227,8 @@ def test_held_back_rows_are_evaluated_again_and_promoted_only_by_a_new_snapshot(
     assert held_back_subjects(ft.Manifest.load(fdir), sid) == []
     latest = _latest(fdir)
     assert set(latest["snapshot_id"]) == {pid}
+    promoted_file = fdir / promo["files"]["subject_features"]
+    assert pq.read_schema(promoted_file).metadata[b"eegfs.snapshot_id"] == pid.encode()
     assert (latest["event_timestamp"] == pd.Timestamp(promo["event_timestamp"])).all()
 
     # a frame as of a time before the promotion is what it was: the good file's values
