@@ -305,3 +305,30 @@ def test_demo_data_passes_every_gate(tmp_path, small_demo):
     for entry in _manifest(fdir)["snapshots"].values():
         if entry["kind"] == "hdf5":
             assert entry["quality"]["rejected"] == {} and entry["quality"]["file_failures"] == []
+
+
+def test_missing_report_and_damaged_quarantine_are_clear_errors(tmp_path, store):
+    from pipelines.errors import FeatureTableError
+    from pipelines.quality_report import dataset_quality, load_report
+
+    fdir, tsv, _, good = store
+    with pytest.raises(FeatureTableError, match="no build report; run `eegfs features build`"):
+        load_report(tmp_path / "empty")
+    (fdir / "quality_report.json").write_text("{half")
+    with pytest.raises(FeatureTableError, match="unreadable build report"):
+        load_report(fdir)
+    assert dataset_quality(tmp_path / "empty", "0" * 64) is None
+    assert dataset_quality(fdir, "0" * 64) is None
+    assert (
+        dataset_quality(fdir, _manifest(fdir)["hash_cache"][str(good.path)]["sha256"])[
+            "n_held_back"
+        ]
+        == 0
+    )
+
+    bad = _bad_file(tmp_path, "flat")
+    sid = build_features(fdir, [bad], tsv, OPTS).files[0].snapshot_id
+    quarantined = fdir / _manifest(fdir)["snapshots"][sid]["files"]["quarantine/subject_features"]
+    quarantined.write_bytes(b"PAR1 damaged")
+    with pytest.raises(FeatureTableError, match="held-back rows of snapshot .* are unreadable"):
+        build_features(fdir, [bad], tsv, ACCEPT)
