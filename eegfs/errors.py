@@ -10,6 +10,10 @@ inside :meth:`HandledGroup.invoke`, so no command catches errors itself.
 * click's own exceptions (usage errors, ``--help``, aborts) and ``SystemExit``: click's handling;
 * anything else (a bug, or a library failing in a way nobody expected): the traceback, exit 1.
 
+Exit status 3 (:data:`EXIT_ROWS_REJECTED`) is not an error: the command did its work but the
+data-quality gates held some rows back (``eegfs features build``); commands return it with
+``ctx.exit``.
+
 Library messages already name the file, key or id, what was found and the fix, so the CLI
 prints them as they are. ``--log-level DEBUG`` also logs the traceback of a user error.
 """
@@ -36,6 +40,8 @@ USER_ERROR_ROOTS = frozenset(
         "jobs.errors:JobsError",
     }
 )
+#: Exit status of a command that finished but whose data-quality gates held rows back.
+EXIT_ROWS_REJECTED = 3
 #: Packages whose ``raise ValueError(...)`` validates arguments (a usage error, not a bug).
 OUR_PACKAGES = (
     "services",
@@ -140,6 +146,7 @@ class HandledGroup(click.Group):
 
 
 __all__ = [
+    "EXIT_ROWS_REJECTED",
     "USER_ERROR_ROOTS",
     "ArgumentError",
     "HandledGroup",

@@ -17,6 +17,8 @@ Defaults (reproducible with ``scipy.signal.welch`` or MNE's ``psd_array_welch``)
 * Flat channel: standard deviation over the window below ``FLAT_STD_UV`` (0.1 uV). Its relative
   power, log power and entropy are NaN (its absolute power is kept) and it is flagged.
 * Non-finite window: any NaN/inf sample gives NaN for every feature of that window, and a flag.
+* Total power: power in the total range ([1, 45) Hz) per window and channel in uV^2 (the
+  denominator of relative power); the data-quality gates (:mod:`pipelines.quality`) use it.
 
 Implementation note (why not ``scipy.signal.welch``): the PSD is only needed on the bins inside
 the bands, so each segment's windowed, mean-removed DFT on those bins is one precomputed real
@@ -142,6 +144,9 @@ class BandpowerResult:
         Channel standard deviation below the threshold.
     nonfinite : ndarray, shape (n_windows,), bool
         The window holds a NaN or inf sample (all its features are NaN).
+    total_power : ndarray, shape (n_windows, n_channels), float32
+        Power in the total range (``BandpowerParams.range_hz``, [1, 45) Hz by default) in uV^2;
+        NaN for non-finite windows (kept for flat channels, like ``abs_power``).
     """
 
     abs_power: np.ndarray
@@ -150,6 +155,7 @@ class BandpowerResult:
     spectral_entropy: np.ndarray
     flat: np.ndarray
     nonfinite: np.ndarray
+    total_power: np.ndarray
 
 
 @dataclass
@@ -368,6 +374,8 @@ class WelchPlan:
         logp[bad_ch] = np.nan
         ent[bad_ch] = np.nan
         abs_p[nonfinite] = np.nan
+        total = (tot_sum * self.df).astype(np.float32).reshape(shape)
+        total[nonfinite] = np.nan
         return BandpowerResult(
             abs_power=abs_p,
             rel_power=rel,
@@ -375,6 +383,7 @@ class WelchPlan:
             spectral_entropy=ent,
             flat=flat,
             nonfinite=nonfinite,
+            total_power=total,
         )
 
 

@@ -15,6 +15,11 @@ and committed together (:func:`pipelines.feature_tables.staged_snapshot`) only o
 input has been read and every file is written: a bad or truncated file, or any error while
 writing, leaves no output, and an interrupted build resumes where it stopped when rerun (first
 completing a snapshot whose commit had already begun).
+
+Before a snapshot's per-subject rows are served they pass the data-quality gates
+(:mod:`pipelines.quality`); rows that fail are held back (:mod:`pipelines.promotion`) and
+evaluated again by every later build of the same input. Each build ends by writing its report
+(:mod:`pipelines.quality_report`, shown by ``eegfs features quality``).
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import Timeout
 from threadpoolctl import threadpool_limits
 
 from pipelines import feature_tables as ft
+from pipelines import promotion
+from pipelines import quality_report as qr
 from pipelines.bandpower import BandpowerParams
 from pipelines.build_snapshot import (
     FileResult,
@@ -43,7 +51,8 @@ from pipelines.build_snapshot import (
 from pipelines.errors import FeatureTableError, InputDataError
 from pipelines.hdf5_io import H5Windows, open_windows
 from pipelines.hdf5_layout import H5Layout
-from pipelines.participants import read_participants
+from pipelines.participants import RowProblem, load_participants
+from pipelines.quality import QualityThresholds
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +89,13 @@ class BuildOptions:
         Decode gzip chunks in the reader threads where the storage allows it
         (:mod:`pipelines.hdf5_chunks`); False reads every file through h5py (same values; the
         baseline of ``benchmarks/bench_features.py``).
+    thresholds : QualityThresholds
+        Thresholds of the data-quality gates (:mod:`pipelines.quality`).
+    accept_failing : bool
+        Promote rows that fail a gate anyway (except a channel-count change); the manifest
+        records that they were accepted.
+    lenient_participants : bool
+        Skip bad participants.tsv lines (listed in the report) instead of failing.
     """
 
     params: BandpowerParams = field(default_factory=BandpowerParams)
@@ -91,6 +107,9 @@ class BuildOptions:
     layout: H5Layout | None = None
     sfreq: float | None = None
     direct_chunks: bool = True
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    accept_failing: bool = False
+    lenient_participants: bool = False
 
 
 @dataclass
@@ -100,6 +119,10 @@ class BuildReport:
     features_dir: Path
     files: list[FileResult]
     participants: FileResult
+    participants_skipped: list[RowProblem] = field(default_factory=list)
+    accept_failing: bool = False
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def computed(self) -> list[FileResult]:
@@ -109,8 +132,30 @@ class BuildReport:
     def skipped(self) -> list[FileResult]:
         return [f for f in self.files if f.status == "skipped"]
 
+    @property
+    def quality(self) -> list[promotion.QualityOutcome]:
+        """The gates' outcome for every input that had one in this build."""
+        return [f.quality for f in self.files if f.quality is not None]
+
+    @property
+    def n_held_back(self) -> int:
+        """Subjects whose rows the gates held back (not served) after this build."""
+        return sum(len(o.held_back) for o in self.quality)
+
+    def to_report(self) -> dict:
+        """The build report (what ``eegfs features quality`` shows; see quality_report)."""
+        return qr.build_report_document(
+            features_dir=self.features_dir,
+            finished_at=self.finished_at,
+            accept_failing=self.accept_failing,
+            thresholds=self.thresholds,
+            inputs=[qr.input_record(f) for f in self.files],
+            participants=qr.input_record(self.participants),
+            participants_skipped=self.participants_skipped,
+        )
+
     def summary(self) -> str:
-        """Human-readable summary: windows, subjects, skipped files, flagged windows."""
+        """Human-readable summary: windows, subjects, skipped files, flagged windows, gates."""
         c = self.computed
         n_win = sum(f.n_windows for f in c)
         lines = [
@@ -122,6 +167,15 @@ class BuildReport:
             f"{sum(f.n_flat_windows for f in c)} with flat channels)",
             f"  participants: {self.participants.snapshot_id} ({self.participants.status})",
         ]
+        if self.participants_skipped:
+            lines.append(
+                f"  participants.tsv rows skipped (--lenient): {len(self.participants_skipped)}"
+            )
+        accepted = sum(len(o.accepted) for o in self.quality)
+        lines.append(
+            f"  quality gates: {self.n_held_back} subject(s) held back, {accepted} accepted "
+            "despite failing (eegfs features quality shows the report)"
+        )
         for f in self.files:
             lines.append(f"  {f.status:8s} {f.snapshot_id}  {f.path}")
         return "\n".join(lines)
@@ -162,20 +216,30 @@ def build_features(
     if not paths:
         raise InputDataError("no input files given; pass --input FILE.h5 [FILE.h5 ...]")
     with _locked_store(features_dir) as manifest:
-        people = read_participants(participants)
+        people = load_participants(participants, lenient=opts.lenient_participants)
         with contextlib.ExitStack() as stack:
             opened = []
             for p in paths:
                 opened.append(open_windows(p, layout=opts.layout, sfreq=opts.sfreq))
                 stack.callback(opened[-1].close)
-            _check_inputs(opened, set(people["subject_id"]), manifest, Path(participants))
+            _check_inputs(opened, set(people.frame["subject_id"]), manifest, Path(participants))
             part = build_participants_snapshot(
-                features_dir, manifest, Path(participants), people, opts.force
+                features_dir, manifest, Path(participants), people.frame, opts.force
             )
             # one BLAS thread: the reader threads already keep every core busy
             with threadpool_limits(limits=1, user_api="blas"):
                 results = _build_files(features_dir, manifest, opened, opts)
-    return BuildReport(features_dir=features_dir, files=results, participants=part)
+        _reevaluate_held_back(features_dir, manifest, results, opts)
+        report = BuildReport(
+            features_dir=features_dir,
+            files=results,
+            participants=part,
+            participants_skipped=people.skipped,
+            accept_failing=opts.accept_failing,
+            thresholds=opts.thresholds,
+        )
+        qr.write_report(features_dir, report.to_report())
+    return report
 
 
 @contextlib.contextmanager
@@ -220,6 +284,8 @@ def _check_inputs(
                 "the participants.tsv that lists them (ids may carry 'sub-' or not)"
             )
         key = ft.challenge_dir(w.layout.challenge)
+        if key in channels and len(channels[key]) != len(w.channel_names):
+            continue  # another channel count: the channel_count gate holds the file's rows back
         if key in channels and channels[key] != w.channel_names:
             diff = [
                 (i, a, b)
@@ -272,6 +338,26 @@ def _build_files(
                 )
     manifest.save()  # keeps the hash cache even when everything was skipped
     return [results[w.path] for w in opened]
+
+
+def _reevaluate_held_back(
+    features_dir: Path, manifest: ft.Manifest, results: list[FileResult], opts: BuildOptions
+) -> None:
+    """Evaluate again the rows that existing snapshots of these inputs hold back.
+
+    A snapshot computed by this build was just decided; a skipped (or ``--force`` rebuilt) one
+    may hold rows back from an earlier build: they are promoted now if they pass the gates (or
+    ``accept_failing``), by a new snapshot (see :func:`pipelines.promotion.reevaluate`).
+    """
+    now = datetime.now(UTC)
+    for result in results:
+        if result.status == "built":
+            continue
+        outcome = promotion.reevaluate(
+            features_dir, manifest, result.snapshot_id, opts.thresholds, opts.accept_failing, now
+        )
+        if outcome is not None:
+            result.quality = outcome
 
 
 __all__ = [

@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import build_tables as bt
 from pipelines import feature_tables as ft
+from pipelines import promotion
+from pipelines import quality as q
 from pipelines.bandpower import BandpowerParams, WelchPlan, window_quality
 from pipelines.hdf5_io import H5Windows
 from services.files import sha256_file
@@ -31,8 +34,10 @@ from services.files import sha256_file
 if TYPE_CHECKING:
     from pipelines.build import BuildOptions
 
-#: Bump when the meaning of any feature changes: every input then gets a new snapshot.
-FEATURE_CODE_VERSION = "1"
+#: Bump when the meaning of any feature or of a subject id changes: every input then gets a new
+#: snapshot. 2: HBN ids are canonically upper case (services.ids), the quality gates hold back
+#: failing rows (pipelines.quality).
+FEATURE_CODE_VERSION = "2"
 #: Read size when hashing inputs (large reads: the hash runs beside the computation).
 HASH_CHUNK = 8 << 20
 
@@ -51,6 +56,8 @@ class FileResult:
     n_nonfinite_windows: int = 0
     n_flat_windows: int = 0
     seconds: float = 0.0
+    #: the gates' decision (computed inputs), or the re-evaluation of rows held back earlier
+    quality: promotion.QualityOutcome | None = None
 
 
 # --- identity -----------------------------------------------------------------------------------
@@ -182,6 +189,7 @@ class _WindowSnapshot:
         self.stage: ft.SnapshotStage | None = None
         self.writer: pq.ParquetWriter | None = None
         self.metadata: dict = {}
+        self.quality: promotion.QualityOutcome | None = None
 
     def run(self, sha_future: Future, bar) -> FileResult:
         t0 = time.perf_counter()
@@ -254,17 +262,44 @@ class _WindowSnapshot:
         )
 
     def _commit(self) -> None:
-        """Stage the remaining tables and commit the snapshot."""
+        """Stage the remaining tables (gated ones split by the quality gates) and commit."""
         w, agg, stamp, stage = self.w, self.aggregates, self.identity.stamp, self.stage
         challenge = w.layout.challenge
         self.writer.close()
         stage.write_table(ft.WINDOW_LABELS, bt.window_labels_table(w, stamp), challenge)
-        if "response_time" in w.labels:
-            stage.write_table(ft.SUBJECT_RT_LABELS, bt.rt_table(w, agg, stamp), challenge)
         subj = bt.subject_table(w, agg, stamp, self.bands)
         subj = subj.replace_schema_metadata({**self.metadata, **(subj.schema.metadata or {})})
-        stage.write_table(ft.SUBJECT_FEATURES, subj, challenge)
-        stage.commit(self.manifest, self._manifest_entry())
+        promoted, section = self._decide(subj)
+        if "response_time" in w.labels:
+            rt = bt.rt_table(w, agg, stamp)
+            promotion.stage_gated(stage, ft.SUBJECT_RT_LABELS, rt, promoted, challenge)
+        promotion.stage_gated(stage, ft.SUBJECT_FEATURES, subj, promoted, challenge)
+        entry = stage.commit(self.manifest, {**self._manifest_entry(), "quality": section})
+        self.quality = promotion.outcome_from_section(self.manifest, entry["snapshot_id"])
+
+    def _decide(self, subj: pa.Table) -> tuple[list[str], dict]:
+        """The subjects promoted by the quality gates, and the manifest's ``quality`` section.
+
+        A ``--force`` rebuild keeps the promotion decisions of the snapshot it rewrites.
+        """
+        w, opts, old = self.w, self.opts, self.identity.old
+        scalars = [f.name for f in subj.schema if not pa.types.is_list(f.type)]
+        frame = subj.select(scalars).to_pandas()
+        frame[q.TOTAL_POWER_COLUMN] = self.aggregates.total_power()
+        sid = self.identity.stamp.snapshot_id
+        reference = promotion.store_reference(self.manifest, w.layout.challenge, exclude=sid)
+        decision, promoted = promotion.decide_new(
+            frame,
+            q.check_file(w.n_channels, w.sfreq, reference),
+            opts.thresholds,
+            opts.accept_failing,
+            kept_back=promotion.recorded_held_back(old) if old is not None else None,
+        )
+        previous = (old or {}).get("quality")
+        section = promotion.quality_section(
+            decision, promoted, frame, opts.thresholds, reference, previous
+        )
+        return promoted, section
 
     def _manifest_entry(self) -> dict:
         w, agg, ident = self.w, self.aggregates, self.identity
@@ -312,6 +347,7 @@ class _WindowSnapshot:
             n_nonfinite_windows=agg.n_nonfinite_windows,
             n_flat_windows=agg.n_flat_windows,
             seconds=seconds,
+            quality=self.quality,
         )
 
 

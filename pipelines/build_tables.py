@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines import feature_tables as ft
+from pipelines import quality
 from pipelines.bandpower import BandpowerResult
 from pipelines.hdf5_layout import WindowFileInfo
 from pipelines.participants import LABEL_COLUMNS
@@ -71,6 +72,8 @@ class FileAggregates:
         #: (n_windows, n_bands) channel-mean relative power of each window (for medians)
         self.chan_mean_rel = np.full((info.n_windows, n_bands), np.nan, np.float32)
         self.good = np.zeros(info.n_windows, bool)
+        #: (n_windows,) median over non-flat channels of the total power (quality gates)
+        self.window_power = np.full(info.n_windows, np.nan, np.float32)
         self.n_nonfinite_windows = 0
         self.n_flat_windows = 0
 
@@ -81,6 +84,9 @@ class FileAggregates:
         self.n_nonfinite_windows += int(r.nonfinite.sum())
         self.n_flat_windows += int((chunk.n_flat > 0).sum())
         self.good[chunk.start : chunk.stop] = good
+        self.window_power[chunk.start : chunk.stop] = quality.window_total_power(
+            r.total_power, r.flat
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows
             self.chan_mean_rel[chunk.start : chunk.stop] = np.nanmean(r.rel_power, axis=1)
@@ -100,6 +106,10 @@ class FileAggregates:
             ok = np.isfinite(ent)
             self.sum_ent[s] += ent[ok].sum(dtype=np.float64)
             self.cnt_ent[s] += int(ok.sum())
+
+    def total_power(self) -> np.ndarray:
+        """(n_subjects,): the ``total_power`` gate's statistic (uV^2; NaN when unmeasurable)."""
+        return quality.subject_total_power(self.window_power, self.codes, len(self.subjects))
 
     def rel_median(self) -> np.ndarray:
         """(n_subjects, n_bands): median over good windows of the channel-mean relative power."""

@@ -6,6 +6,12 @@ participants.tsv says ``sub-NDARAB123456``, the EEG2025 HDF5 caches often hold `
 
 BIDS labels are alphanumeric (``sub-<label>``), so anything else (``sub-NDAR_01``, ``A.B``) is
 rejected rather than stored under a key that another reader would spell differently.
+
+HBN ids (``NDAR`` + letters and digits) are upper case: ``sub-ndarko4sft63`` and
+``NDARKO4SFT63`` are one subject, ``NDARKO4SFT63``. Other labels keep their case (nothing says
+which spelling is right); :func:`case_key` tells when two of them differ only in case.
+A change here changes stored ids: bump ``pipelines.build_snapshot.FEATURE_CODE_VERSION`` with it,
+so that existing snapshots are rebuilt under the new ids.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 BIDS_PREFIX = "sub-"
+#: Prefix of Healthy Brain Network (NDA GUID) ids; such ids are canonically upper case.
+HBN_PREFIX = "NDAR"
 
 
 class SubjectIdError(ValueError):
@@ -20,10 +28,13 @@ class SubjectIdError(ValueError):
 
 
 def normalize_subject_id(value: str | bytes) -> str:
-    """Canonical subject id: text, surrounding whitespace and a leading ``sub-`` removed.
+    """Canonical subject id: text, surrounding whitespace and a leading ``sub-`` removed, HBN
+    ``NDAR`` ids in upper case.
 
     >>> normalize_subject_id(b"sub-NDARAA000001 ")
     'NDARAA000001'
+    >>> normalize_subject_id("sub-ndarko4sft63")
+    'NDARKO4SFT63'
 
     Raises
     ------
@@ -52,7 +63,35 @@ def normalize_subject_id(value: str | bytes) -> str:
             f"subject id {value!r} holds characters other than letters and digits; BIDS subject "
             "labels are alphanumeric ('sub-NDARxxxx' or 'NDARxxxx'). Fix the id in the source file"
         )
+    if text[: len(HBN_PREFIX)].upper() == HBN_PREFIX:
+        return text.upper()
     return text
+
+
+def participant_id_to_subject_id(value: str) -> str:
+    """Canonical subject id of a BIDS ``participant_id`` (which must read ``sub-<label>``).
+
+    >>> participant_id_to_subject_id("sub-ndarko4sft63")
+    'NDARKO4SFT63'
+
+    Raises
+    ------
+    SubjectIdError
+        When the value does not start with ``sub-`` (BIDS spells the prefix in lower case) or
+        its label is not letters and digits; the message names the value.
+    """
+    text = value.strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or not text.startswith(BIDS_PREFIX):
+        raise SubjectIdError(
+            f"participant_id {value!r} is not a BIDS participant id: expected 'sub-<label>' "
+            "with a label of letters and digits, e.g. 'sub-NDARAB123456'"
+        )
+    return normalize_subject_id(text)
+
+
+def case_key(subject_id: str) -> str:
+    """Key under which canonical ids that differ only in letter case collide."""
+    return subject_id.casefold()
 
 
 def normalize_subject_ids(values: Iterable[str | bytes]) -> list[str]:
@@ -60,4 +99,12 @@ def normalize_subject_ids(values: Iterable[str | bytes]) -> list[str]:
     return [normalize_subject_id(v) for v in values]
 
 
-__all__ = ["BIDS_PREFIX", "SubjectIdError", "normalize_subject_id", "normalize_subject_ids"]
+__all__ = [
+    "BIDS_PREFIX",
+    "HBN_PREFIX",
+    "SubjectIdError",
+    "case_key",
+    "normalize_subject_id",
+    "normalize_subject_ids",
+    "participant_id_to_subject_id",
+]

@@ -21,7 +21,13 @@ from services.files import (
     atomic_write_text,
     sha256_file,
 )
-from services.ids import SubjectIdError, normalize_subject_id, normalize_subject_ids
+from services.ids import (
+    SubjectIdError,
+    case_key,
+    normalize_subject_id,
+    normalize_subject_ids,
+    participant_id_to_subject_id,
+)
 
 
 # --- subject ids ---------------------------------------------------------------------------------
@@ -57,6 +63,25 @@ def test_non_alphanumeric_subject_id_is_rejected_naming_it(raw):
     assert repr(raw) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "raw", ["sub-ndarko4sft63", "NDARko4sft63", b"ndarKO4SFT63", "sub-NdArKO4SFT63"]
+)
+def test_hbn_ids_are_upper_case(raw):
+    assert normalize_subject_id(raw) == "NDARKO4SFT63"
+
+
+def test_other_ids_keep_their_case_and_collide_by_case_key():
+    assert normalize_subject_id("sub-ctrl01") == "ctrl01"
+    assert case_key("ctrl01") == case_key("CTRL01") != case_key("ctrl02")
+
+
+@pytest.mark.parametrize("raw", ["NDARAB123", "SUB-NDARAB123", "sub_NDARAB123", "sub-NDAR_1"])
+def test_bids_participant_ids_need_the_sub_prefix_and_a_label(raw):
+    with pytest.raises(SubjectIdError, match=repr(raw)):
+        participant_id_to_subject_id(raw)
+    assert participant_id_to_subject_id(" sub-ndarab123 ") == "NDARAB123"
+
+
 def test_bad_subject_id_types():
     with pytest.raises(TypeError, match="str or bytes"):
         normalize_subject_id(12)  # type: ignore[arg-type]
@@ -86,11 +111,13 @@ def test_participants_missing_values_and_extra_columns(tmp_path):
 def test_participants_bad_id_and_duplicates_name_file_and_line(tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text(HEADER + "sub-NDARAA001\tR1\tM\t9\t0\tX\nsub-NDAR_02\tR1\tM\t9\t0\tX\n")
-    with pytest.raises(InputDataError, match=r"bad.tsv: line 3: subject id 'sub-NDAR_02'"):
+    with pytest.raises(
+        InputDataError, match=r"bad.tsv: 1 bad row\(s\): line 3: subject id 'sub-NDAR_02'"
+    ):
         read_participants(bad)
     dup = tmp_path / "dup.tsv"
-    dup.write_text(HEADER + "sub-NDARAA001\tR1\tM\t9\t0\tX\nNDARAA001\tR2\tM\t9\t0\tX\n")
-    with pytest.raises(InputDataError, match=r"dup.tsv: subject\(s\) listed more than once"):
+    dup.write_text(HEADER + "sub-NDARAA001\tR1\tM\t9\t0\tX\nsub-ndaraa001\tR2\tM\t9\t0\tX\n")
+    with pytest.raises(InputDataError, match=r"dup.tsv: 2 bad row\(s\).*listed more than once"):
         read_participants(dup)
 
 

@@ -8,7 +8,14 @@ One document per file content (unique ``sha256``)::
 
     {sha256, path, host, locations: [{host, path}], challenge, layout, dataset, release, task,
      windows, channels, samples, sfreq, window_s, n_subjects, dtype, compression, size_bytes,
-     attrs: {...root attributes...}, warnings: [...], registered_at, updated_at}
+     attrs: {...root attributes...}, warnings: [...], registered_at, updated_at,
+     quality: {snapshot_id, built_at, code_version, gates_version, accept_failing, n_subjects,
+               n_promoted, n_held_back, file_failures: [...],
+               rejected: [{subject_id, reasons: [...], promoted}]}}
+
+``quality`` (optional) is what the feature store's data-quality gates decided about the file's
+newest snapshot; the CLI composes it from the store's manifest
+(``pipelines.quality_report.dataset_quality``) and this module stores it as given.
 
 Registering the same file again updates it in place; the same content at another path adds a
 location.
@@ -74,7 +81,7 @@ def record_datasets(db: Database, records: Sequence[Mapping[str, Any]]) -> list[
         Metadata of each file, already read and hashed: ``path``, ``sha256``, ``challenge``,
         ``windows``, ``channels``, ``samples`` (required) and optionally ``layout``, ``dataset``,
         ``release``, ``task``, ``sfreq``, ``window_s``, ``n_subjects``, ``dtype``,
-        ``compression``, ``size_bytes``, ``attrs``, ``warnings``.
+        ``compression``, ``size_bytes``, ``attrs``, ``warnings``, ``quality`` (a plain dict).
 
     Raises
     ------

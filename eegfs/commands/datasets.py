@@ -17,9 +17,11 @@ def datasets() -> None:
     """Catalogue of HDF5 window files (path, release, challenge, shape, sha256)."""
 
 
-def _dataset_record(path: Path, layout, sfreq: float | None) -> dict[str, Any]:
-    """Catalogue fields of one HDF5 window file, read with the feature build's reader."""
+def _dataset_record(path: Path, layout, sfreq: float | None, features_dir: Path) -> dict[str, Any]:
+    """Catalogue fields of one HDF5 window file, read with the feature build's reader, and what
+    the feature store's quality gates decided about it (``quality``, when it was built)."""
     from pipelines.hdf5_io import open_windows
+    from pipelines.quality_report import dataset_quality
     from services.files import sha256_file
 
     with open_windows(path, layout=layout, sfreq=sfreq) as w:
@@ -45,6 +47,9 @@ def _dataset_record(path: Path, layout, sfreq: float | None) -> dict[str, Any]:
             "warnings": [],
         }
     record["sha256"] = sha256_file(path)
+    quality = dataset_quality(features_dir, record["sha256"])
+    if quality is not None:
+        record["quality"] = quality
     return record
 
 
@@ -56,7 +61,9 @@ def datasets_register(settings: Settings, files, layout, mapping, sfreq) -> None
     """Record HDF5 FILES with their metadata and sha256 (idempotent: keyed by content).
 
     Files are opened and validated exactly as `eegfs features build` does (same --layout, --map
-    and --sfreq options); every file is read and hashed before anything is written.
+    and --sfreq options); every file is read and hashed before anything is written. A file the
+    feature store has built also gets its data-quality outcome (subjects served, held back and
+    why) from $EEGFS_DATA_DIR/features/manifest.json.
 
     \b
     Example:
@@ -71,7 +78,7 @@ def datasets_register(settings: Settings, files, layout, mapping, sfreq) -> None
         from tqdm import tqdm
 
         paths = tqdm(paths, desc="reading and hashing", unit="file")
-    records = [_dataset_record(path, lay, sfreq) for path in paths]
+    records = [_dataset_record(path, lay, sfreq, settings.features_dir) for path in paths]
     with open_database(settings) as db:
         docs = record_datasets(db, records)
     for d in docs:
@@ -79,6 +86,12 @@ def datasets_register(settings: Settings, files, layout, mapping, sfreq) -> None
             f"{d['path']}: challenge {d['challenge']} release {d.get('release')} "
             f"{d['windows']}x{d['channels']}x{d['samples']} @ {d.get('sfreq')} Hz  sha256 {d['sha256'][:16]}"
         )
+        quality = d.get("quality")
+        if quality:
+            click.echo(
+                f"  features {quality['snapshot_id']}: {quality['n_promoted']} subject(s) served, "
+                f"{quality['n_held_back']} held back by the quality gates"
+            )
         for warning in d.get("warnings") or []:
             click.echo(f"  warning: {warning}")
 

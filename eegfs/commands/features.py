@@ -1,5 +1,9 @@
-"""``eegfs features build|apply|materialize|get|env``: thin wrappers over ``pipelines`` (build)
-and ``featurestore`` (the rest)."""
+"""``eegfs features build|quality|apply|materialize|get|env``: thin wrappers over ``pipelines``
+(build, quality) and ``featurestore`` (the rest).
+
+``build`` exits 0 when every row passed the data-quality gates (or was accepted), 3
+(:data:`eegfs.errors.EXIT_ROWS_REJECTED`) when it built but held rows back, 1 when it failed.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from pathlib import Path
 
 import click
 
-from eegfs.commands import layout_options
+from eegfs.commands import console, layout_options
+from eegfs.commands.display import cell
+from eegfs.errors import EXIT_ROWS_REJECTED
 from services.settings import Settings
 
 
@@ -45,9 +51,20 @@ def features() -> None:
     help="Threads reading/inflating HDF5 chunks (default: CPUs + 1, at most 8).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.pass_obj
+@click.option(
+    "--accept-failing",
+    is_flag=True,
+    help="Serve rows that fail a data-quality gate anyway (recorded in the manifest); rows with "
+    "another channel count than the store's are never served.",
+)
+@click.option(
+    "--lenient",
+    is_flag=True,
+    help="Skip bad participants.tsv rows (listed in a warning) instead of failing.",
+)
+@click.pass_context
 def build(
-    settings: Settings,
+    ctx: click.Context,
     inputs,
     more_inputs,
     participants,
@@ -58,12 +75,19 @@ def build(
     chunk_windows,
     workers,
     no_progress,
+    accept_failing,
+    lenient,
 ) -> None:
     """Compute band-power features of HDF5 window files into Parquet snapshots.
 
     One snapshot per input (unchanged inputs are skipped), written under
     $EEGFS_DATA_DIR/features. Defaults: Welch, periodic Hann, 1 s segments, 50 % overlap;
     bands delta 1-4, theta 4-8, alpha 8-13, beta 13-30, gamma 30-45 Hz.
+
+    Per-subject rows are served only when they pass the data-quality gates (finite values,
+    good-window fraction >= 0.5, median total power within 0.01-1e5 uV^2, channel count and
+    rate of the challenge's earlier snapshots); the others are held back, listed, and evaluated
+    again by the next build. Exit status: 0 all served, 3 built but rows held back, 1 failed.
 
     \b
     Example:
@@ -83,9 +107,101 @@ def build(
         chunk_windows=chunk_windows,
         workers=workers,
         progress=not no_progress,
+        accept_failing=accept_failing,
+        lenient_participants=lenient,
     )
+    settings: Settings = ctx.obj
     report = build_features(settings.features_dir, files, participants, options)
     click.echo(report.summary())
+    _print_rejected(report.to_report())
+    if report.n_held_back:
+        ctx.exit(EXIT_ROWS_REJECTED)
+
+
+@features.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@click.pass_obj
+def quality(settings: Settings, as_json: bool) -> None:
+    """Show the data-quality report of the last `eegfs features build`.
+
+    Lists each input (snapshot, subjects served and held back, file-level failures) and every
+    subject that failed a gate: the gates and what was found, and whether its rows are held
+    back or were accepted (--accept-failing). Gate definitions: docs/features.md.
+    """
+    from pipelines.quality_report import load_report
+
+    document = load_report(settings.features_dir)
+    if as_json:
+        click.echo(json.dumps(document, indent=1))
+        return
+    _print_inputs(document)
+    _print_rejected(document)
+
+
+def _print_inputs(document: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    click.echo(
+        f"last build: {document['finished_at']}  held back: {document['n_held_back']} "
+        f"subject(s), accepted despite failing: {document['n_accepted']}"
+        f"{'  (--accept-failing)' if document['accept_failing'] else ''}"
+    )
+    table = Table("input", "challenge", "status", "snapshot", "subjects", "served", "held back")
+    for item in document["inputs"]:
+        q = item.get("quality") or {}
+        table.add_row(
+            escape(Path(item["path"]).name),
+            cell(item.get("challenge")),
+            item["status"] + (" (re-evaluated)" if q.get("reevaluated") else ""),
+            item["snapshot_id"],
+            cell(q.get("n_subjects", item.get("n_subjects"))),
+            cell(q.get("n_promoted", item.get("n_subjects"))),
+            cell(q.get("n_held_back", 0)),
+        )
+    console().print(table)
+
+
+def _print_rejected(document: dict) -> None:
+    """The participants rows skipped (stderr) and a table of the subjects that failed a gate."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pipelines.quality_report import rejected_rows
+
+    skipped = document.get("participants_skipped") or []
+    if skipped:
+        listed = "; ".join(f"line {p['line']}: {p['reason']}" for p in skipped)
+        click.echo(
+            f"warning: {document['participants']['path']}: skipped {len(skipped)} bad row(s) "
+            f"(--lenient): {listed}",
+            err=True,
+        )
+    rows = rejected_rows(document)
+    if not rows:
+        return
+    table = Table(
+        "subject",
+        "challenge",
+        "input",
+        "decision",
+        "good fraction",
+        "power uV^2",
+        "reasons",
+        title="subjects that failed a data-quality gate",
+    )
+    for r in rows:
+        decision = "held back" if not r["promoted"] else "accepted" if r["reasons"] else "served"
+        table.add_row(
+            escape(r["subject_id"]),
+            cell(r["challenge"]),
+            escape(Path(r["path"]).name),
+            decision,
+            cell(r["good_fraction"]),
+            cell(r["total_power_uv2"]),
+            escape("\n".join(r["reasons"]) or "passes now"),
+        )
+    console().print(table)
 
 
 @features.command()

@@ -28,20 +28,31 @@ def subjects() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Feature tables root with subject_features/ [default: <EEGFS_DATA_DIR>/features].",
 )
+@click.option(
+    "--lenient",
+    is_flag=True,
+    help="Skip bad participants.tsv rows (listed in a warning) instead of failing.",
+)
 @click.pass_obj
-def subjects_sync(settings: Settings, participants, features_dir) -> None:
+def subjects_sync(settings: Settings, participants, features_dir, lenient) -> None:
     """Upsert subjects from participants.tsv and the feature pipeline's per-subject summaries.
 
-    The files are read with the feature build's parser (pipelines.participants): n/a, N/A, NA
-    and empty cells are missing, and a subject listed twice in one file is an error.
+    The files are read with the feature build's strict parser (pipelines.participants): n/a,
+    N/A, NA and empty cells are missing; a row with the wrong number of fields, an id that is
+    not sub-<letters and digits>, a sex outside M/F/O (male/female/other) or a subject listed
+    twice with different values is an error naming the line (--lenient skips such rows).
     """
-    from pipelines.participants import read_participants
+    from pipelines.participants import load_participants
     from tracking.database import open_database
     from tracking.subjects import sync_subjects
 
     if not participants and (settings.demo_dir / "participants.tsv").is_file():
         participants = (settings.demo_dir / "participants.tsv",)
-    rows = {p.resolve(): read_participants(p, extra_columns=True) for p in participants}
+    loaded = [load_participants(p, extra_columns=True, lenient=lenient) for p in participants]
+    for file in loaded:
+        if file.warning():
+            click.echo(f"warning: {file.warning()}", err=True)
+    rows = {file.path.resolve(): file.frame for file in loaded}
     with open_database(settings) as db:
         report = sync_subjects(db, rows, features_dir or settings.features_dir)
     click.echo(

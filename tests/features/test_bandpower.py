@@ -144,3 +144,16 @@ def test_plan_documents_default_welch_geometry():
     plan = WelchPlan(BandpowerParams(), 100.0, 200)
     assert (plan.nperseg, plan.noverlap, plan.n_segments, plan.df) == (100, 50, 3, 1.0)
     assert plan.bins.tolist() == list(range(1, 45))
+
+
+def test_total_power_is_the_1_45_hz_power_of_scipy_welch():
+    """The quality gate's input: power in the total range per window and channel (uV^2)."""
+    x = eeg_like(np.random.default_rng(5), (3, 8, 400))
+    x[1, 2, 17] = np.nan
+    r = compute_bandpower(x, 100.0)
+    abs_ref, rel_ref, _ = _reference(np.nan_to_num(x), 100.0)
+    expected = abs_ref.sum(-1)  # the default bands tile [1, 45) Hz
+    np.testing.assert_allclose(r.total_power[[0, 2]], expected[[0, 2]], rtol=1e-5)
+    assert np.isnan(r.total_power[1]).all() and r.total_power.dtype == np.float32
+    flat = compute_bandpower(np.zeros((1, 2, 400), np.float32), 100.0)
+    assert flat.flat.all() and (flat.total_power == 0).all()

@@ -12,8 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 from features_testlib import write_h5, write_participants
 
-from pipelines import bandpower
-from pipelines import feature_tables as ft
 from pipelines.build import BuildOptions, build_features
 from pipelines.errors import InputDataError
 from pipelines.hdf5_layout import default_channel_names
@@ -232,152 +230,6 @@ def test_corruption_found_while_reading_commits_nothing_for_that_file(tmp_path, 
     assert [f.status for f in rerun.files] == ["skipped", "built"]
 
 
-def test_interrupted_build_resumes_without_duplicates(tmp_path, inputs, monkeypatch):
-    c2, c1, tsv = inputs
-    fdir = tmp_path / "features"
-    calls = {"n": 0}
-    original = bandpower.WelchPlan.compute
-
-    def flaky(self, x, **kw):
-        calls["n"] += 1
-        if calls["n"] == 5:  # c2 has 3 chunks of 4 windows: this is the 2nd chunk of c1
-            raise KeyboardInterrupt("simulated Ctrl-C half-way")
-        return original(self, x, **kw)
-
-    monkeypatch.setattr(bandpower.WelchPlan, "compute", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        build_features(fdir, [c2.path, c1.path], tsv, OPTS)
-    monkeypatch.setattr(bandpower.WelchPlan, "compute", original)
-    assert len([s for s in _manifest(fdir)["snapshots"].values() if s["kind"] == "hdf5"]) == 1
-    assert not list(fdir.rglob(".*.tmp"))
-
-    rerun = build_features(fdir, [c2.path, c1.path], tsv, OPTS)
-    assert [f.status for f in rerun.files] == ["skipped", "built"]
-    win = pd.read_parquet(fdir / "window_features")
-    assert len(win) == 22 and not win.duplicated(["snapshot_id", "window_index"]).any()
-    subj = pd.read_parquet(fdir / "subject_features")
-    assert sorted(subj["subject_id"]) == sorted(A + B)
-    fresh = tmp_path / "fresh"
-    build_features(fresh, [c2.path, c1.path], tsv, OPTS)
-    cols = ["subject_id", "logabs_mean_alpha", "rel_median_beta", "good_fraction"]
-    pd.testing.assert_frame_equal(
-        subj[cols].sort_values("subject_id").reset_index(drop=True),
-        pd.read_parquet(fresh / "subject_features")[cols]
-        .sort_values("subject_id")
-        .reset_index(drop=True),
-    )
-
-
-def _snapshot_files(features_dir: Path, snapshot_id: str) -> list[str]:
-    """Files of ``snapshot_id`` in the table directories (what directory readers see)."""
-    return sorted(
-        str(p.relative_to(features_dir))
-        for p in features_dir.rglob(f"{snapshot_id}.parquet")
-        if ft.STAGING_NAME not in p.relative_to(features_dir).parts
-    )
-
-
-def test_failure_after_some_files_are_written_leaves_nothing_visible(tmp_path, inputs, monkeypatch):
-    c2, c1, tsv = inputs
-    fdir = tmp_path / "features"
-    build_features(fdir, [c2.path], tsv, OPTS)
-    files_before = _files(fdir)
-    manifest_before = (fdir / "manifest.json").read_bytes()
-    staged_before_failure: list[Path] = []
-    original = ft.SnapshotStage.write_table
-
-    def failing(self, table, data, challenge=None):
-        if table == ft.SUBJECT_FEATURES:  # the last file of a challenge 1 snapshot
-            staged_before_failure.extend(self.root.rglob("*.parquet"))
-            raise OSError(28, "No space left on device (simulated)")
-        return original(self, table, data, challenge)
-
-    monkeypatch.setattr(ft.SnapshotStage, "write_table", failing)
-    with pytest.raises(OSError, match="simulated"):
-        build_features(fdir, [c2.path, c1.path], tsv, OPTS)
-    monkeypatch.undo()
-    # window features, window labels and response-time labels had been written...
-    assert {p.parent.parent.name for p in staged_before_failure} == {
-        ft.WINDOW_FEATURES,
-        ft.WINDOW_LABELS,
-        ft.SUBJECT_RT_LABELS,
-    }
-    # ...yet no table directory shows a new file, nothing is left staged, the manifest is as it was
-    assert _files(fdir) == files_before
-    assert not (fdir / ft.STAGING_NAME).exists() and not list(fdir.rglob(".*.tmp"))
-    assert (fdir / "manifest.json").read_bytes() == manifest_before
-
-    rerun = build_features(fdir, [c2.path, c1.path], tsv, OPTS)
-    assert [f.status for f in rerun.files] == ["skipped", "built"]
-    man = _manifest(fdir)
-    assert len(man["snapshots"]) == 3  # participants, c2, c1: exactly one new snapshot
-    sid = rerun.files[1].snapshot_id
-    assert _snapshot_files(fdir, sid) == sorted(man["snapshots"][sid]["files"].values())
-    assert len(man["snapshots"][sid]["files"]) == 4
-    win = pd.read_parquet(fdir / "window_features" / "challenge1")
-    assert len(win) == 12 and not win.duplicated(["snapshot_id", "window_index"]).any()
-
-
-@pytest.mark.parametrize("finisher", ["next build", "materialize"])
-def test_crash_between_renames_is_completed_by_the_next_writer(
-    tmp_path, inputs, monkeypatch, finisher
-):
-    import os
-
-    c2, c1, tsv = inputs
-    fdir = tmp_path / "features"
-    build_features(fdir, [c2.path], tsv, OPTS)
-    manifest_before = _manifest(fdir)
-    real_replace = os.replace
-    moved = []
-
-    def replace_then_die(src, dst):
-        if ft.STAGING_NAME in Path(src).parts and Path(src).suffix == ".parquet":
-            if moved:  # the second rename of the commit: the process is killed here
-                raise KeyboardInterrupt("simulated kill between renames")
-            moved.append(dst)
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        build_features(fdir, [c2.path, c1.path], tsv, OPTS)
-    monkeypatch.undo()
-    # the commit record exists: one file is already in place, the manifest does not list it yet
-    (staged,) = (fdir / ft.STAGING_NAME).iterdir()
-    sid = staged.name
-    assert (staged / ft.COMMIT_RECORD).exists()
-    assert len(_snapshot_files(fdir, sid)) == 1 and _manifest(fdir) == manifest_before
-
-    if finisher == "materialize":  # what FeatureStoreClient.materialize runs before Feast reads
-        assert ft.finish_interrupted_build(fdir) == [sid]
-    rerun = build_features(fdir, [c2.path, c1.path], tsv, OPTS)
-    assert [f.status for f in rerun.files] == ["skipped", "skipped"]  # completed, not rebuilt
-    man = _manifest(fdir)
-    assert len(man["snapshots"]) == 3 and sid in man["snapshots"]
-    assert _snapshot_files(fdir, sid) == sorted(man["snapshots"][sid]["files"].values())
-    assert len(_snapshot_files(fdir, sid)) == 4 and not (fdir / ft.STAGING_NAME).exists()
-    assert man["channels"]["challenge1"] == default_channel_names(129)
-    win = pd.read_parquet(fdir / "window_features" / "challenge1")
-    assert len(win) == 12 and not win.duplicated(["snapshot_id", "window_index"]).any()
-
-
-def test_staged_files_without_commit_record_are_deleted_and_rebuilt(tmp_path, inputs):
-    c2, _, tsv = inputs
-    fdir = tmp_path / "features"
-    first = build_features(fdir, [c2.path], tsv, OPTS)
-    sid = first.files[0].snapshot_id
-    # what a build killed before its commit record leaves: staged files only
-    orphan = (
-        fdir / ft.STAGING_NAME / "challenge2_0000000000000000" / "window_features" / "challenge2"
-    )
-    orphan.mkdir(parents=True)
-    (orphan / "challenge2_0000000000000000.parquet").write_bytes(b"PAR1 half written")
-    again = build_features(fdir, [c2.path], tsv, OPTS)
-    assert again.files[0].status == "skipped" and again.files[0].snapshot_id == sid
-    assert not (fdir / ft.STAGING_NAME).exists()
-    assert len(_manifest(fdir)["snapshots"]) == 2
-
-
 def test_nonfinite_windows_are_nan_with_flags(tmp_path):
     spec = write_h5(tmp_path / "nan.h5", subjects=A, windows_per_subject=4, seed=3)
     data = spec.data.copy()
@@ -422,8 +274,12 @@ def test_channel_order_is_never_mixed_silently(tmp_path):
     ("text", "match"),
     [
         ("id\tage\nsub-NDARAA000001\t9\n", "no 'participant_id' column"),
-        ("participant_id\tage\nsub-NDARAA000001\tnine\n", "column 'age' line 2 holds 'nine'"),
-        ("participant_id\tage\nsub-NDARAA000001\t9\nNDARAA000001\t9\n", "listed more than once"),
+        ("participant_id\tage\nsub-NDARAA000001\tnine\n", "line 2: column 'age' holds 'nine'"),
+        (
+            "participant_id\tage\nsub-NDARAA000001\t9\n\nsub-ndaraa000001\t10\n",
+            "line 4: subject NDARAA000001 is listed more than once with different values",
+        ),
+        ("participant_id\tage\nsub-NDARAA000001\t9\ngarbage\n", "line 3: 1 tab-separated"),
     ],
 )
 def test_bad_participants_file(tmp_path, text, match):

@@ -149,13 +149,13 @@ def test_cli_subjects_sync_parses_like_the_feature_build(db, cli_env, tmp_path):
     bad = _tsv(tmp_path / "bad.tsv", ["sub-NDARAA009\tR1\tM\tten\tn/a\tn/a\tn/a\tn/a\tn/a\tX"])
     dup = _tsv(
         tmp_path / "dup.tsv",
-        ["sub-NDARAA008\tR1\tM\t1\t1\t0\t0\t0\t0\tX", "NDARAA008\tR2\tM\t1\t1\t0\t0\t0\t0\tX"],
+        ["sub-NDARAA008\tR1\tM\t1\t1\t0\t0\t0\t0\tX", "sub-ndaraa008\tR2\tM\t1\t1\t0\t0\t0\t0\tX"],
     )
     nocol = tmp_path / "nocol.tsv"
     nocol.write_text("id\tage\nA\t1\n")
     for path, message in (
-        (bad, "bad.tsv: column 'age' line 2 holds 'ten'"),
-        (dup, "dup.tsv: subject(s) listed more than once"),
+        (bad, "bad.tsv: 1 bad row(s): line 2: column 'age' holds 'ten'"),
+        (dup, "line 3: subject NDARAA008 is listed more than once with different values"),
         (nocol, "nocol.tsv: no 'participant_id' column"),
     ):
         result = _run(
@@ -163,6 +163,18 @@ def test_cli_subjects_sync_parses_like_the_feature_build(db, cli_env, tmp_path):
         )
         assert result.exit_code == 1 and message in result.output, result.output
     assert db.subjects.count_documents({}) == 1
+    # --lenient: the bad rows are skipped with a warning listing them, the good ones are synced
+    mixed = _tsv(
+        tmp_path / "mixed.tsv",
+        ["sub-NDARAA007\tR1\tF\t1\t1\t0\t0\t0\t0\tX", "garbage", "x\ty\tz"],
+    )
+    result = CliRunner().invoke(
+        cli, ["subjects", "sync", "--participants", str(mixed), "--lenient"], env=cli_env
+    )
+    assert result.exit_code == 0, result.output
+    assert "mixed.tsv: skipped 2 bad row(s) (--lenient): line 3: 1 tab-separated" in result.output
+    assert "line 4: 3 tab-separated field(s)" in result.output
+    assert sorted(d["subject_id"] for d in db.subjects.find()) == ["NDARAA001", "NDARAA007"]
 
 
 def _h5_challenge2(path: Path, n: int = 5) -> Path:
