@@ -220,6 +220,7 @@ def test_torch_keeps_at_most_prefetch_times_workers_batches_ahead(index, workers
         returned[0] = 0
         loader.sampler.set_epoch(epoch)
         for _ in loader:
+            time.sleep(0.05)  # a slow consumer: the workers run as far ahead as torch lets them
             returned[0] += 1
     depth = prefetch * workers
     assert int(ahead.max()) <= depth, f"a batch started {int(ahead.max())} ahead, > {depth}"
