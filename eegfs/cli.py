@@ -64,3 +64,6 @@ _tracking.register(cli)
 from eegfs.commands import train as _train  # noqa: E402
 
 _train.register(cli)
+from eegfs.commands import dashboard as _dashboard  # noqa: E402
+
+_dashboard.register(cli)
