@@ -26,24 +26,25 @@ def nrmse_expr() -> dict[str, Any]:
     return {"$ifNull": [f"${path}" for path in NRMSE_PATHS] + [None]}
 
 
-def nrmse_level_expr() -> dict[str, Any]:
-    """Aggregation expression: ``"subject"``, ``"window"`` or null (which level was found)."""
-    subject = [f"${p}" for p in NRMSE_PATHS if "subject" in p]
-    return {
-        "$cond": [
-            {"$ne": [{"$ifNull": [*subject, None]}, None]},
-            "subject",
-            {"$cond": [{"$ne": [nrmse_expr(), None]}, "window", None]},
-        ]
-    }
-
-
-def best_nrmse(doc: Mapping[str, Any]) -> float | None:
-    """The same value as :func:`nrmse_expr`, from an experiment document (finite only)."""
+def _found(doc: Mapping[str, Any]) -> tuple[str, float] | None:
     for path in NRMSE_PATHS:
         value: Any = doc
         for part in path.split("."):
             value = value.get(part) if isinstance(value, Mapping) else None
         if isinstance(value, int | float) and math.isfinite(value):
-            return float(value)
+            return path, float(value)
     return None
+
+
+def best_nrmse(doc: Mapping[str, Any]) -> float | None:
+    """The value :func:`nrmse_expr` sorts by, from an experiment document (finite only)."""
+    found = _found(doc)
+    return None if found is None else found[1]
+
+
+def nrmse_level(doc: Mapping[str, Any]) -> str | None:
+    """``"subject"`` or ``"window"``: the level of :func:`best_nrmse`'s value (None without)."""
+    found = _found(doc)
+    if found is None:
+        return None
+    return "subject" if "subject" in found[0] else "window"

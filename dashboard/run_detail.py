@@ -394,13 +394,30 @@ def run_page_data(
     }
 
 
-def run_status(
-    db: Database, run_id: str | ObjectId, *, stale_after_s: float = sources.DEFAULT_STALE_AFTER_S
-) -> str | None:
-    """The run's reported status (``stale`` included), reading only its status and heartbeat."""
+#: Fields :func:`run_progress` reads (what changes while a run runs).
+_PROGRESS_FIELDS = (
+    "status",
+    "heartbeat",
+    "started_at",
+    "ended_at",
+    "last_epoch",
+    "summary",
+    "best_checkpoint",
+)
+
+
+def run_progress(
+    db: Database,
+    run_id: str | ObjectId,
+    *,
+    now: dt.datetime | None = None,
+    stale_after_s: float = sources.DEFAULT_STALE_AFTER_S,
+) -> dict[str, Any] | None:
+    """The fields of a run that change while it runs (reported status, heartbeat, start/end,
+    last epoch, summary, best checkpoint), or None when there is no such run."""
     doc = db[sources.EXPERIMENTS].find_one(
-        {"_id": to_run_id(run_id)}, {"status": 1, "heartbeat": 1}
+        {"_id": to_run_id(run_id)}, dict.fromkeys(_PROGRESS_FIELDS, 1)
     )
     if doc is None:
         return None
-    return sources.present(doc, dt.datetime.now(dt.UTC), stale_after_s).get("status")
+    return sources.present(doc, now or dt.datetime.now(dt.UTC), stale_after_s)

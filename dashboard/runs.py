@@ -19,7 +19,7 @@ import pandas as pd
 from pymongo.database import Database
 
 from dashboard import sources
-from dashboard.metrics import nrmse_expr, nrmse_level_expr
+from dashboard.metrics import NRMSE_PATHS, best_nrmse, nrmse_expr, nrmse_level
 
 #: The table's metric column, and the default metric of the range filter.
 NRMSE = "best_nrmse"
@@ -172,37 +172,58 @@ def build_match(
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def _pipeline(query: RunQuery, match: Mapping[str, Any], now: dt.datetime) -> list[dict]:
+#: Fields read per row (the best NRMSE is computed from its candidate paths).
+_ROW_FIELDS = (
+    "name",
+    "challenge",
+    "model.name",
+    "status",
+    "started_at",
+    "ended_at",
+    "heartbeat",
+    "last_epoch",
+    "tags",
+    "host",
+    *NRMSE_PATHS,
+)
+
+
+def _sort_spec(query: RunQuery) -> list[tuple[str, int]]:
     direction = -1 if query.descending else 1
+    field = SORT_FIELDS[query.sort]
+    if field == "started_at":
+        # Start times are practically unique: one key lets a server walk the started_at index
+        # (a second key would need an index on both).
+        return [(field, direction)]
+    return [(field, direction), ("_id", direction)]
+
+
+def _fetch_by_field(db: Database, query: RunQuery, match: Mapping[str, Any]) -> list[dict]:
+    cursor = (
+        db[sources.EXPERIMENTS]
+        .find(dict(match), dict.fromkeys(_ROW_FIELDS, 1))
+        .sort(_sort_spec(query))
+        .skip(query.page * query.page_size)
+        .limit(query.page_size)
+    )
+    return list(cursor)
+
+
+def _fetch_by_expression(
+    db: Database, query: RunQuery, match: Mapping[str, Any], now: dt.datetime
+) -> list[dict]:
+    direction = -1 if query.descending else 1
+    value = nrmse_expr() if query.sort == "best_nrmse" else _duration_expr(now)
     stages: list[dict[str, Any]] = [{"$match": dict(match)}] if match else []
-    if query.sort in SORT_EXPRESSIONS:
-        key = "_sort"
-        expr = nrmse_expr() if query.sort == "best_nrmse" else _duration_expr(now)
-        stages.append({"$addFields": {key: expr}})
-    else:
-        key = SORT_FIELDS[query.sort]
     stages += [
-        {"$sort": {key: direction, "_id": direction}},
+        # Runs without a value go last in both directions.
+        {"$addFields": {"_sort": value, "_has": {"$isNumber": value}}},
+        {"$sort": {"_has": -1, "_sort": direction, "_id": direction}},
         {"$skip": query.page * query.page_size},
         {"$limit": query.page_size},
-        {
-            "$project": {
-                "name": 1,
-                "challenge": 1,
-                "model": "$model.name",
-                "status": 1,
-                "started_at": 1,
-                "ended_at": 1,
-                "heartbeat": 1,
-                "last_epoch": 1,
-                "tags": 1,
-                "host": 1,
-                "best_nrmse": nrmse_expr(),
-                "nrmse_level": nrmse_level_expr(),
-            }
-        },
+        {"$project": dict.fromkeys(_ROW_FIELDS, 1)},
     ]
-    return stages
+    return list(db[sources.EXPERIMENTS].aggregate(stages))
 
 
 def _row(doc: dict[str, Any], now: dt.datetime, stale_after_s: float) -> dict[str, Any]:
@@ -211,18 +232,18 @@ def _row(doc: dict[str, Any], now: dt.datetime, stale_after_s: float) -> dict[st
     end = doc.get("ended_at") or (now if doc["status"] == sources.RUNNING else doc.get("heartbeat"))
     duration = (end - started).total_seconds() if started is not None and end is not None else None
     last_epoch = doc.get("last_epoch")
-    nrmse = doc.get("best_nrmse")
+    nrmse = best_nrmse(doc)
     return {
         "id": str(doc["_id"]),
         "name": doc.get("name"),
         "challenge": doc.get("challenge"),
-        "model": doc.get("model"),
+        "model": (doc.get("model") or {}).get("name"),
         "status": doc.get("status"),
         "started": started,
         "duration_s": duration,
         "epochs": None if last_epoch is None else int(last_epoch) + 1,
-        "best_nrmse": float(nrmse) if isinstance(nrmse, int | float) else None,
-        "nrmse_level": doc.get("nrmse_level"),
+        "best_nrmse": nrmse,
+        "nrmse_level": nrmse_level(doc),
         "tags": ", ".join(doc.get("tags") or []),
         "host": doc.get("host"),
     }
@@ -256,8 +277,13 @@ def runs_page(
     """
     now = now or dt.datetime.now(dt.UTC)
     match = build_match(query, now, stale_after_s)
-    docs = list(db[sources.EXPERIMENTS].aggregate(_pipeline(query, match, now)))
-    total = db[sources.EXPERIMENTS].count_documents(match)
+    if query.sort in SORT_EXPRESSIONS:
+        docs = _fetch_by_expression(db, query, match, now)
+    else:
+        docs = _fetch_by_field(db, query, match)
+    collection = db[sources.EXPERIMENTS]
+    # Without a filter the collection's metadata count answers at once.
+    total = collection.count_documents(match) if match else collection.estimated_document_count()
     rows = pd.DataFrame([_row(d, now, stale_after_s) for d in docs], columns=list(COLUMNS))
     rows["best_nrmse"] = pd.to_numeric(rows["best_nrmse"], errors="coerce")
     return RunsPage(rows=rows, total=total, page=query.page, page_size=query.page_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -20,6 +21,8 @@ from dashboard import sources
 APP_SCRIPT = Path(__file__).resolve().parent / "app" / "main.py"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
+#: Seconds Streamlit gets to stop after Ctrl-C before it is killed.
+STOP_TIMEOUT_S = 10
 #: Host names accepted in the Host header when bound to loopback (guards against DNS
 #: rebinding: a web page elsewhere cannot reach the dashboard through a name it controls).
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -108,9 +111,25 @@ def serve(
         echo(no_login_warning(host, port))
     shown = f"[{host}]" if ":" in host else host
     echo(f"EEG feature store dashboard: http://{shown}:{port}  (Ctrl-C stops it)")
-    command = streamlit_command(host, port)
-    env = child_environment(settings, os.environ)
+    process = subprocess.Popen(
+        streamlit_command(host, port), env=child_environment(settings, os.environ)
+    )
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return subprocess.run(command, env=env, check=False).returncode
+        return process.wait()
     except KeyboardInterrupt:
+        # Ctrl-C reached the whole terminal group; a SIGTERM only us: pass it on, let Streamlit
+        # close its sessions, and make sure it is gone before returning.
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -71,8 +71,6 @@ def run_page(ctx: PageContext) -> None:
 
 def header(ctx: PageContext, data: dict[str, Any]) -> None:
     doc = data["overview"]
-    now = dt.datetime.now(dt.UTC)
-    end = doc.get("ended_at") or (now if doc["status"] == sources.RUNNING else doc.get("heartbeat"))
     started = doc.get("started_at")
     st.subheader(f"{doc.get('name')}  ({doc['status']})")
     if doc["status"] == "stale":
@@ -81,15 +79,6 @@ def header(ctx: PageContext, data: dict[str, Any]) -> None:
             "the process probably died. Resume it with `eegfs train --resume "
             f"{doc['_id']}`."
         )
-    cols = st.columns(5)
-    cols[0].metric("challenge", doc.get("challenge"))
-    cols[1].metric("model", (doc.get("model") or {}).get("name") or "-")
-    cols[2].metric("epochs", 0 if doc.get("last_epoch") is None else doc["last_epoch"] + 1)
-    cols[3].metric(
-        "duration", format_duration((end - started).total_seconds()) if started and end else "-"
-    )
-    nrmse = best_nrmse(doc)
-    cols[4].metric("best val NRMSE", "-" if nrmse is None else f"{nrmse:.4f}")
     st.caption(
         f"id `{doc['_id']}` · host {doc.get('host')} · started {format_time(started)}"
         + (f" · ended {format_time(doc.get('ended_at'))}" if doc.get("ended_at") else "")
@@ -99,22 +88,44 @@ def header(ctx: PageContext, data: dict[str, Any]) -> None:
         st.error(f"error: {doc['error']}")
 
 
-def curves(ctx: PageContext, data: dict[str, Any]) -> None:
-    st.markdown("#### Curves")
+def _progress(doc: dict[str, Any]) -> None:
+    """Challenge, model, epochs, duration and best NRMSE (redrawn live while the run runs)."""
+    now = dt.datetime.now(dt.UTC)
+    end = doc.get("ended_at") or (now if doc["status"] == sources.RUNNING else doc.get("heartbeat"))
+    started = doc.get("started_at")
+    cols = st.columns(5)
+    cols[0].metric("challenge", doc.get("challenge"))
+    cols[1].metric("model", (doc.get("model") or {}).get("name") or "-")
+    cols[2].metric("epochs", 0 if doc.get("last_epoch") is None else doc["last_epoch"] + 1)
+    duration = format_duration((end - started).total_seconds()) if started and end else "-"
+    cols[3].metric("duration", duration)
+    nrmse = best_nrmse(doc)
+    cols[4].metric("best val NRMSE", "-" if nrmse is None else f"{nrmse:.4f}")
+
+
+def progress_and_curves(ctx: PageContext, data: dict[str, Any]) -> None:
     if data["overview"]["status"] == sources.RUNNING:
-        _live_curves()
+        _live_progress_and_curves()
     else:
+        _progress(data["overview"])
+        st.markdown("#### Curves")
         state = st.session_state[_LIVE_KEY]
         _draw_curves(state["run_id"], state["epochs"], state["steps"])
 
 
 @st.fragment(run_every=LIVE_INTERVAL_S)
-def _live_curves() -> None:
+def _live_progress_and_curves() -> None:
     ctx = page_context()
     state = st.session_state.get(_LIVE_KEY)
     if state is None:
         return
     run_id = state["run_id"]
+    progress = run_detail.run_progress(ctx.db, run_id, stale_after_s=ctx.stale_after_s)
+    if progress is None:
+        st.rerun()  # the run is gone (database restored or dropped): redraw the page
+    overview = st.session_state[_DATA_KEY]["overview"]
+    _progress({**overview, **progress})
+    st.markdown("#### Curves")
     epochs, steps = state["epochs"], state["steps"]
     last_epoch = int(epochs["epoch"].max()) if len(epochs) else None
     new_epochs = run_detail.epochs_frame(ctx.db, run_id, after_epoch=last_epoch)
@@ -144,8 +155,8 @@ def _live_curves() -> None:
         )
     drawn_steps = pd.concat([steps, live_steps], ignore_index=True) if len(live_steps) else steps
     _draw_curves(run_id, epochs, drawn_steps)
-    if run_detail.run_status(ctx.db, run_id, stale_after_s=ctx.stale_after_s) != sources.RUNNING:
-        st.rerun()  # finished: redraw the whole page (summary, checkpoints, log) once
+    if progress["status"] != sources.RUNNING:
+        st.rerun()  # finished or stale: redraw the whole page (summary, checkpoints, log) once
 
 
 def _max_step(frame: pd.DataFrame) -> int:
@@ -229,7 +240,15 @@ def log_tail(ctx: PageContext, data: dict[str, Any]) -> None:
             st.code(log["traceback"], language="text")
 
 
-RUN_SECTIONS = (header, curves, lineage, configuration, epochs_table, checkpoints, log_tail)
+RUN_SECTIONS = (
+    header,
+    progress_and_curves,
+    lineage,
+    configuration,
+    epochs_table,
+    checkpoints,
+    log_tail,
+)
 SECTIONS = (run_page,)
 
 

@@ -156,3 +156,14 @@ def demo_env(feature_store, mongo_server_uri, small_demo) -> Iterator[DashEnv]:
 def empty_env(mongo_server_uri, mongo_db_name, redis_url, tmp_path, small_demo) -> DashEnv:
     """Servers with nothing recorded: an empty database, an empty Redis db, no features."""
     return DashEnv(redis_url, mongo_server_uri, mongo_db_name, tmp_path / "data", small_demo)
+
+
+@pytest.fixture(scope="module")
+def module_db(mongo_server_uri) -> Iterator:
+    """A MongoDB database of this test module's own (pymongo handle), dropped at the end."""
+    with _module_db(mongo_server_uri) as name:
+        client = mongo_client(mongo_server_uri)
+        try:
+            yield client[name]
+        finally:
+            client.close()

@@ -30,6 +30,8 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 START_TIMEOUT_S = 180
 WAIT_S = 120
 MARKER = "eegfs-no-reload"
+WINDOW = (1440, 1000)
+MAX_SHOT_HEIGHT = 4000
 
 pytestmark = pytest.mark.skipif(
     not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
@@ -37,6 +39,11 @@ pytestmark = pytest.mark.skipif(
     "(apt-get install chromium chromium-driver; .ci/run installs them)",
 )
 
+PAGE_HEIGHT_JS = """
+const main = document.querySelector('[data-testid="stMain"]');
+const block = document.querySelector('[data-testid="stMainBlockContainer"]');
+return Math.max(main ? main.scrollHeight : 0, block ? block.scrollHeight : 0);
+"""
 POINTS_JS = """
 return Array.from(document.querySelectorAll('.js-plotly-plot')).reduce(
   (n, gd) => n + (gd.data || []).reduce((m, t) => m + ((t.x && t.x.length) || 0), 0), 0);
@@ -107,7 +114,7 @@ def browser() -> Iterator[object]:
         "--disable-sync",
         "--no-first-run",
         "--disable-dev-shm-usage",
-        "--window-size=1440,1100",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
     ):
         options.add_argument(flag)
     if os.geteuid() == 0:
@@ -166,9 +173,16 @@ def _no_exception(driver, page: str) -> None:
 
 
 def _snap(driver, directory: Path, name: str) -> None:
+    """Screenshot of the whole page: the window is made as tall as the page for the picture."""
     _wait(lambda: _settled(driver), WAIT_S, "the page to finish drawing")
-    time.sleep(1.0)  # let plotly finish its transition before the picture (not an assertion)
-    driver.save_screenshot(str(directory / f"dashboard-{name}.png"))
+    height = driver.execute_script(PAGE_HEIGHT_JS) or WINDOW[1]
+    driver.set_window_size(WINDOW[0], int(min(max(height + 120, WINDOW[1]), MAX_SHOT_HEIGHT)))
+    try:
+        _wait(lambda: _settled(driver), WAIT_S, "the page to draw at its new size")
+        time.sleep(1.5)  # let plotly finish resizing before the picture (not an assertion)
+        driver.save_screenshot(str(directory / f"dashboard-{name}.png"))
+    finally:
+        driver.set_window_size(*WINDOW)
 
 
 def _start_training(env, tmp_path) -> subprocess.Popen:
