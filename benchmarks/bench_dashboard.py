@@ -11,9 +11,9 @@ metrics (100 buckets), next to reading the same epochs and every bucket with pym
 page that does not thin the steps would fetch). Target: p95 <= 300 ms.
 
 Run: ``.venv/bin/python benchmarks/bench_dashboard.py`` (several minutes, most of it inserting
-the runs; ``--runs 10000`` for the first size only). Uses MONGO_URI / REDIS_URL when a server
-answers there, else starts a private secantusdb and redis-server on free ports. Exits 1 when a
-target is missed.
+the runs; ``--runs 10000`` for the first size only). Uses MONGO_URI / REDIS_URL when they are
+configured and answer, else starts a private secantusdb and redis-server on free ports. Exits 1
+when a target is missed.
 """
 
 from __future__ import annotations
@@ -185,14 +185,16 @@ def run_page_figures(db, redis, run_id: ObjectId, repeat: int) -> dict:
 
 
 def _servers(tmp: Path):
+    """Configured servers (MONGO_URI / REDIS_URL, or started by `eegfs services up`) when they
+    answer, else private ones (never whatever happens to listen on a default port)."""
     settings = load_settings()
     started = []
     mongo_uri, redis_url = settings.mongo_uri, settings.redis_url
-    if ping_mongo(mongo_uri) is None:
+    if settings.mongo_source == "default" or ping_mongo(mongo_uri) is None:
         server = start_mongo(free_port(), tmp / "mongo")
         started.append(server)
         mongo_uri = server.uri
-    if ping_redis(redis_url) is None:
+    if settings.redis_source == "default" or ping_redis(redis_url) is None:
         server = start_redis(free_port(), tmp / "redis")
         started.append(server)
         redis_url = server.uri

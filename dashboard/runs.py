@@ -249,6 +249,14 @@ def _row(doc: dict[str, Any], now: dt.datetime, stale_after_s: float) -> dict[st
     }
 
 
+def _count(db: Database, query: RunQuery, match: Mapping[str, Any], shown: int) -> int:
+    if query.page == 0 and shown < query.page_size:
+        return shown  # everything fits on the first page: no count needed
+    collection = db[sources.EXPERIMENTS]
+    # Without a filter the collection's metadata count answers at once.
+    return collection.count_documents(match) if match else collection.estimated_document_count()
+
+
 def runs_page(
     db: Database,
     query: RunQuery,
@@ -281,9 +289,7 @@ def runs_page(
         docs = _fetch_by_expression(db, query, match, now)
     else:
         docs = _fetch_by_field(db, query, match)
-    collection = db[sources.EXPERIMENTS]
-    # Without a filter the collection's metadata count answers at once.
-    total = collection.count_documents(match) if match else collection.estimated_document_count()
+    total = _count(db, query, match, len(docs))
     rows = pd.DataFrame([_row(d, now, stale_after_s) for d in docs], columns=list(COLUMNS))
     rows["best_nrmse"] = pd.to_numeric(rows["best_nrmse"], errors="coerce")
     return RunsPage(rows=rows, total=total, page=query.page, page_size=query.page_size)

@@ -9,7 +9,7 @@ dashboard never writes) and a redis-py client.
 What is relied on:
 
 * ``tracking.schema``: collection names (experiments, epochs, metrics, checkpoints, models,
-  model_versions, datasets).
+  model_versions, datasets) and the capacity of a step-metrics bucket.
 * ``tracking.status``: the reported status of a run (``present``: ``stale`` for a running run
   whose heartbeat is older than the threshold) and the MongoDB filter for a reported status.
 * ``tracking.queries``: a run's metric expression (summary, else last epoch) and
@@ -33,6 +33,7 @@ from services.settings import Settings, load_settings
 from tracking.errors import NotFoundError as TrackingNotFoundError
 from tracking.queries import compare_runs, metric_expr
 from tracking.schema import (
+    BUCKET_MAX_POINTS,
     CHECKPOINTS,
     DATASETS,
     EPOCHS,
@@ -78,6 +79,7 @@ def online_marker_pattern() -> str:
 
 __all__ = [
     "ALL_STATUSES",
+    "BUCKET_MAX_POINTS",
     "CHECKPOINTS",
     "DATASETS",
     "DEFAULT_STALE_AFTER_S",

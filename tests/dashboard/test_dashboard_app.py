@@ -183,3 +183,75 @@ def test_a_mongodb_that_does_not_answer_is_an_error_message(empty_env, monkeypat
     messages = [e.value for e in at.error]
     assert any("did not answer" in m and "user:***@" in m for m in messages), messages
     assert "s3cret" not in _texts(at) + "".join(messages)
+
+
+def _running_run(env) -> str:
+    """A run marked running with a fresh heartbeat, 3 epochs and 40 step points."""
+    import datetime as dt
+
+    from dashboard_testlib import insert_history
+
+    from services.connections import mongo_client
+
+    client = mongo_client(env.mongo_uri)
+    try:
+        db = client[env.mongo_db]
+        now = dt.datetime.now(dt.UTC)
+        run_id = db.experiments.insert_one(
+            {
+                "name": "still-going",
+                "challenge": 2,
+                "status": "running",
+                "started_at": now - dt.timedelta(minutes=3),
+                "heartbeat": now,
+                "last_epoch": 2,
+                "model": {"name": "cnn"},
+            }
+        ).inserted_id
+        insert_history(db, run_id, epochs=3, steps=40)
+    finally:
+        client.close()
+    return str(run_id)
+
+
+def test_running_run_without_redis_still_draws_from_mongodb(empty_env, monkeypatch):
+    from services.local import free_port
+
+    run_id = _running_run(empty_env)
+    _point_at(monkeypatch, empty_env)
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    at = _render("run_page.py")
+    _assert_clean(at, "run_page.py")
+    warnings = " ".join(str(w.value) for w in at.warning)
+    assert "live step updates are off" in warnings and "Epochs still update" in warnings
+    assert len(at.get("plotly_chart")) == 2
+    assert "still-going" in _texts(at) and run_id in _texts(at)
+
+
+def test_running_run_shows_the_live_state(empty_env, monkeypatch):
+    import json
+
+    from training.live import state_key
+
+    run_id = _running_run(empty_env)
+    redis = redis_client(empty_env.redis_url)
+    message = {"type": "step", "experiment_id": run_id, "step": 57, "epoch": 2, "loss": 0.25}
+    redis.hset(
+        state_key(run_id),
+        mapping={
+            "step": "57",
+            "epoch": "2",
+            "last": json.dumps(message),
+            "updated": "2026-12-01T10:00:00+00:00",
+        },
+    )
+    redis.close()
+    _point_at(monkeypatch, empty_env)
+    at = _render("run_page.py")
+    _assert_clean(at, "run_page.py")
+    text = _texts(at)
+    assert "live · updated every 1 s · step 57 · epoch 2" in text
+    assert not at.warning
+    step_chart = json.loads(at.get("plotly_chart")[1].proto.spec)
+    steps = step_chart["data"][0]["x"]
+    assert steps[-1] == 57 and steps[:-1] == list(range(40))  # MongoDB's 40, then Redis's
