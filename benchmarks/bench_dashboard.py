@@ -221,8 +221,9 @@ def main() -> int:
     mongo_uri, redis_url, started = _servers(tmp)
     db_name = f"bench_dashboard_{uuid.uuid4().hex[:8]}"
     replies = BatchSizes()
-    client = mongo_client(mongo_uri, event_listeners=[replies])
-    raw_client = mongo_client(mongo_uri)
+    # Long socket timeouts: a slow server must show up in the figures, not abort the run.
+    client = mongo_client(mongo_uri, event_listeners=[replies], socketTimeoutMS=600_000)
+    raw_client = mongo_client(mongo_uri, socketTimeoutMS=600_000)
     redis = redis_client(redis_url, timeout_s=0.5)
     db, raw_db = client[db_name], raw_client[db_name]
     failures = []

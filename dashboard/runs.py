@@ -167,9 +167,22 @@ def build_match(
         if query.metric_max is not None:
             parts.append({"$lte": [value, float(query.metric_max)]})
         clauses.append({"$expr": {"$and": parts}})
-    if not clauses:
-        return {}
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+    return _combine(clauses)
+
+
+def _combine(clauses: list[dict[str, Any]]) -> dict[str, Any]:
+    """One filter document: clauses on distinct fields side by side (so every server's planner
+    sees the indexed fields), the rest under ``$and``."""
+    merged: dict[str, Any] = {}
+    rest: list[dict[str, Any]] = []
+    for clause in clauses:
+        if any(key in merged or key.startswith("$") for key in clause):
+            rest.append(clause)
+        else:
+            merged.update(clause)
+    if rest:
+        merged["$and"] = rest
+    return merged
 
 
 #: Fields read per row (the best NRMSE is computed from its candidate paths).

@@ -17,7 +17,8 @@ What is relied on:
 * ``tracking.spool``: where trackers spool writes while MongoDB is away, and the file pattern.
 * ``training.live``: the Redis hash holding a run's latest live state.
 * ``pipelines.feature_store``: the Redis key of the online store's materialization marker.
-* ``pipelines.feature_tables``: the manifest of committed feature snapshots and table names.
+* ``pipelines.feature_tables``: the manifest of committed feature snapshots and table names;
+  ``pipelines.errors.PipelineError``, what reading them raises (an unreadable manifest...).
 * ``services``: settings, clients with short timeouts, password masking.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from pipelines.errors import PipelineError
 from pipelines.feature_store import marker_key
 from pipelines.feature_tables import SUBJECT_FEATURES, Manifest, read_tables
 from services.connections import mask_uri, mongo_client, redis_client
@@ -89,6 +91,7 @@ __all__ = [
     "MODELS",
     "MODEL_VERSIONS",
     "RUNNING",
+    "PipelineError",
     "SPOOL_GLOB",
     "SUBJECT_FEATURES",
     "Manifest",

@@ -71,8 +71,8 @@ def run_colors(run_ids: Sequence[str]) -> dict[str, str]:
 def show_page(title: str, sections: Sequence[Callable[[PageContext], None]]) -> None:
     """Draw a page: its title, then each section, with errors shown as messages.
 
-    A section that fails with a :class:`DashboardError` or a MongoDB error shows the message
-    (addresses masked) and the next section still draws.
+    A section that fails with a :class:`DashboardError`, a feature-table error or a MongoDB
+    error shows the message (addresses masked) and the next section still draws.
     """
     st.title(title)
     ctx = page_context()
@@ -80,8 +80,8 @@ def show_page(title: str, sections: Sequence[Callable[[PageContext], None]]) -> 
     for section in sections:
         try:
             section(ctx)
-        except DashboardError as exc:
-            st.error(str(exc))
+        except (DashboardError, sources.PipelineError) as exc:
+            st.error(sources.mask_uri(str(exc)))
         except pymongo.errors.PyMongoError as exc:
             st.error(mongo_error_text(ctx, exc))
 

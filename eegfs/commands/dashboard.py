@@ -19,13 +19,13 @@ from services.settings import Settings
 )
 @click.pass_obj
 def dashboard(settings: Settings, host: str, port: int) -> None:
-    """Open the dashboard in the browser: runs (live curves), compare, models, features, services.
+    """Serve the web dashboard: runs with live curves, compare, models, features, services.
 
     \b
     Needs the dashboard extra: pip install -e '.[dashboard]' (make demo installs it).
     Reads the servers of REDIS_URL / MONGO_URI / MONGO_DB and the data of EEGFS_DATA_DIR;
     writes nothing to them. Example:
-      eegfs dashboard                  # http://127.0.0.1:8501
+      eegfs dashboard                  # then open http://127.0.0.1:8501
     """
     import importlib.util
 

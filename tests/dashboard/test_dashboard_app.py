@@ -255,3 +255,14 @@ def test_running_run_shows_the_live_state(empty_env, monkeypatch):
     step_chart = json.loads(at.get("plotly_chart")[1].proto.spec)
     steps = step_chart["data"][0]["x"]
     assert steps[-1] == 57 and steps[:-1] == list(range(40))  # MongoDB's 40, then Redis's
+
+
+def test_an_unreadable_manifest_is_a_message_on_the_features_page(empty_env, monkeypatch):
+    manifest = empty_env.data_dir / "features" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{ not json")
+    _point_at(monkeypatch, empty_env)
+    at = _render("features_page.py")
+    assert not at.exception
+    messages = [str(e.value) for e in at.error]
+    assert any("unreadable manifest" in m and str(manifest) in m for m in messages), messages
