@@ -221,9 +221,11 @@ def main() -> int:
     mongo_uri, redis_url, started = _servers(tmp)
     db_name = f"bench_dashboard_{uuid.uuid4().hex[:8]}"
     replies = BatchSizes()
-    # Long socket timeouts: a slow server must show up in the figures, not abort the run.
-    client = mongo_client(mongo_uri, event_listeners=[replies], socketTimeoutMS=600_000)
-    raw_client = mongo_client(mongo_uri, socketTimeoutMS=600_000)
+    # Long timeouts: a slow server must show up in the figures, not abort the run (pymongo
+    # cancels the operations in flight when a heartbeat waits longer than connectTimeoutMS).
+    slow = {"socketTimeoutMS": 600_000, "connectTimeoutMS": 120_000}
+    client = mongo_client(mongo_uri, event_listeners=[replies], **slow)
+    raw_client = mongo_client(mongo_uri, **slow)
     redis = redis_client(redis_url, timeout_s=0.5)
     db, raw_db = client[db_name], raw_client[db_name]
     failures = []

@@ -56,12 +56,25 @@ from training.live import state_key
 
 #: How long a page waits for MongoDB or Redis before it says the server is not answering.
 MONGO_TIMEOUT_MS = 2000
+MONGO_READ_TIMEOUT_MS = 30_000
 REDIS_TIMEOUT_S = 0.5
 
 
 def open_mongo(uri: str) -> MongoClient:
-    """A pymongo client for the dashboard (short timeouts; it never creates indexes or writes)."""
-    return mongo_client(uri, timeout_ms=MONGO_TIMEOUT_MS, appname="eegfs-dashboard")
+    """A pymongo client for the dashboard (it never creates indexes or writes).
+
+    Finding the server gives up after :data:`MONGO_TIMEOUT_MS`, so a page says at once that
+    MongoDB is away. Connections and replies get longer (:data:`MONGO_READ_TIMEOUT_MS`): pymongo
+    cancels the queries in flight when a heartbeat outlasts ``connectTimeoutMS``, and a busy
+    server counting many runs can be slow to answer a heartbeat.
+    """
+    return mongo_client(
+        uri,
+        timeout_ms=MONGO_TIMEOUT_MS,
+        appname="eegfs-dashboard",
+        connectTimeoutMS=MONGO_READ_TIMEOUT_MS,
+        socketTimeoutMS=MONGO_READ_TIMEOUT_MS,
+    )
 
 
 def tracking_db(client: MongoClient, settings: Settings) -> Database:

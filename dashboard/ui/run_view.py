@@ -171,10 +171,6 @@ def _draw_curves(run_id: str, epochs: pd.DataFrame, steps: pd.DataFrame) -> None
         st.caption("No epoch finished yet.")
     if len(steps):
         st.plotly_chart(charts.step_curves_figure(steps, color), key="step_curves")
-
-
-def epochs_table(ctx: PageContext, data: dict[str, Any]) -> None:
-    epochs = data["epochs"]
     with st.expander(f"Epochs ({len(epochs)})", expanded=False):
         st.dataframe(epochs, hide_index=True)
 
@@ -203,7 +199,7 @@ def configuration(ctx: PageContext, data: dict[str, Any]) -> None:
     cols = st.columns(3)
     for col, name in zip(cols, ("config", "model", "data"), strict=True):
         with col.expander(name, expanded=name == "config"):
-            st.json(doc.get(name) or {}, expanded=2)
+            st.json(doc.get(name) or {}, expanded=1)
     if doc.get("summary"):
         with st.expander("summary", expanded=True):
             st.json(doc["summary"])
@@ -212,6 +208,8 @@ def configuration(ctx: PageContext, data: dict[str, Any]) -> None:
 def checkpoints(ctx: PageContext, data: dict[str, Any]) -> None:
     frame = data["checkpoints"]
     st.markdown(f"#### Checkpoints ({len(frame)})")
+    if data["overview"]["status"] == sources.RUNNING:
+        st.caption("As of the page load; checkpoints and the log refresh when the run ends.")
     if frame.empty:
         st.caption("No checkpoint recorded.")
         return
@@ -245,7 +243,6 @@ RUN_SECTIONS = (
     progress_and_curves,
     lineage,
     configuration,
-    epochs_table,
     checkpoints,
     log_tail,
 )
