@@ -151,23 +151,30 @@ def build_match(
     if query.text:
         pattern = {"$regex": re.escape(query.text), "$options": "i"}
         clauses.append({"$or": [{"name": pattern}, {"notes": pattern}]})
+    clauses += _started_clause(query) + _metric_clause(query)
+    return _combine(clauses)
+
+
+def _started_clause(query: RunQuery) -> list[dict[str, Any]]:
     started: dict[str, Any] = {}
     if query.started_from is not None:
         started["$gte"] = query.started_from
     if query.started_to is not None:
         started["$lt"] = query.started_to
-    if started:
-        clauses.append({"started_at": started})
-    if query.metric_min is not None or query.metric_max is not None:
-        value = _metric_value_expr(query.metric)
-        # A missing metric is null and NaN sorts below numbers: require a finite number.
-        parts: list[dict[str, Any]] = [{"$isNumber": value}, {"$ne": [value, math.nan]}]
-        if query.metric_min is not None:
-            parts.append({"$gte": [value, float(query.metric_min)]})
-        if query.metric_max is not None:
-            parts.append({"$lte": [value, float(query.metric_max)]})
-        clauses.append({"$expr": {"$and": parts}})
-    return _combine(clauses)
+    return [{"started_at": started}] if started else []
+
+
+def _metric_clause(query: RunQuery) -> list[dict[str, Any]]:
+    if query.metric_min is None and query.metric_max is None:
+        return []
+    value = _metric_value_expr(query.metric)
+    # A missing metric is null and NaN sorts below numbers: require a finite number.
+    parts: list[dict[str, Any]] = [{"$isNumber": value}, {"$ne": [value, math.nan]}]
+    if query.metric_min is not None:
+        parts.append({"$gte": [value, float(query.metric_min)]})
+    if query.metric_max is not None:
+        parts.append({"$lte": [value, float(query.metric_max)]})
+    return [{"$expr": {"$and": parts}}]
 
 
 def _combine(clauses: list[dict[str, Any]]) -> dict[str, Any]:
