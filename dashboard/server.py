@@ -22,7 +22,7 @@ APP_SCRIPT = Path(__file__).resolve().parent / "app" / "main.py"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 #: Seconds Streamlit gets to stop after Ctrl-C before it is killed.
-STOP_TIMEOUT_S = 10
+STOP_TIMEOUT_S = 30
 #: Host names accepted in the Host header when bound to loopback (guards against DNS
 #: rebinding: a web page elsewhere cannot reach the dashboard through a name it controls).
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from dashboard_testlib import PATIENT
 
 from services.connections import mongo_client
 from services.local import free_port, start_redis, stop_process
@@ -95,7 +96,7 @@ def _module_db(mongo_uri: str) -> Iterator[str]:
     try:
         yield name
     finally:
-        client = mongo_client(mongo_uri)
+        client = mongo_client(mongo_uri, **PATIENT)
         try:
             client.drop_database(name)
         finally:
@@ -162,7 +163,7 @@ def empty_env(mongo_server_uri, mongo_db_name, redis_url, tmp_path, small_demo) 
 def module_db(mongo_server_uri) -> Iterator:
     """A MongoDB database of this test module's own (pymongo handle), dropped at the end."""
     with _module_db(mongo_server_uri) as name:
-        client = mongo_client(mongo_server_uri)
+        client = mongo_client(mongo_server_uri, **PATIENT)
         try:
             yield client[name]
         finally:

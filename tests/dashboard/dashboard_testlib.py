@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from bson import ObjectId
 
 BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+#: pymongo options for the clients of the tests that hold 10,000 runs: on a loaded machine the
+#: Python MongoDB-wire server can take longer than the default 10 s to sort them (and to answer a
+#: heartbeat meanwhile, which would cancel the query in flight).
+PATIENT = {"socketTimeoutMS": 300_000, "connectTimeoutMS": 120_000}
 STATUSES = ("completed", "completed", "completed", "failed", "stopped")
 
 

@@ -90,9 +90,9 @@ def dashboard_url(demo_env, tmp_path) -> Iterator[str]:
         assert proc.poll() is None, (tmp_path / "dashboard.log").read_text()
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # eegfs passes it on and waits for Streamlit to stop
         try:
-            proc.wait(30)
+            proc.wait(90)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -263,7 +263,7 @@ def test_run_page_curve_grows_live_without_reload(
         if training.poll() is None:
             training.send_signal(signal.SIGINT)  # recorded as "stopped"
         try:
-            training.wait(60)
+            training.wait(120)
         except subprocess.TimeoutExpired:
             training.kill()
             training.wait()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from dashboard_testlib import BASE, insert_runs
+from dashboard_testlib import BASE, PATIENT, insert_runs
 from pymongo import monitoring
 
 from dashboard import runs
@@ -166,7 +166,7 @@ class _Replies(monitoring.CommandListener):
 def test_no_reply_is_larger_than_one_page(synthetic, mongo_server_uri):
     db, _ = synthetic
     listener = _Replies()
-    client = mongo_client(mongo_server_uri, event_listeners=[listener])
+    client = mongo_client(mongo_server_uri, event_listeners=[listener], **PATIENT)
     try:
         monitored = client[db.name]
         for query in (
