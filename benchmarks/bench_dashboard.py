@@ -281,12 +281,14 @@ def main() -> int:
         failures = bench_runs_page(db, raw_db, replies, sizes, args.repeat)
         failures += bench_run_page(db, raw_db, redis, args.repeat)
     finally:
-        raw_client.drop_database(db_name)
-        client.close()
-        raw_client.close()
-        redis.close()
-        for server in started:
-            stop_process(server.pid)
+        try:
+            raw_client.drop_database(db_name)
+        finally:  # the servers started here stop even when the drop fails
+            client.close()
+            raw_client.close()
+            redis.close()
+            for server in started:
+                stop_process(server.pid)
     print()
     for failure in failures:
         print(f"TARGET MISSED: {failure}")
