@@ -12,8 +12,11 @@ SEED        ?= 0
 #   make install TORCH_SPEC='torch==2.5.1' TORCH_INDEX=https://download.pytorch.org/whl/cu124
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS      ?= local,dev
+# local: embedded servers; dev: tests and lint; dashboard: the web dashboard (`make demo` uses it).
+EXTRAS      ?= local,dev,dashboard
 PYTEST_ARGS ?=
+DASHBOARD_HOST ?= 127.0.0.1
+DASHBOARD_PORT ?= 8501
 
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -23,7 +26,7 @@ export EEGFS_DATA_DIR := $(DATA_DIR)
 TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install services services-down demo-data features train demo test bench lint doctor clean
+.PHONY: help install services services-down demo-data features train demo dashboard dashboard-screenshots test bench lint doctor clean
 
 help:
 	@echo "make demo      set up everything and run the main job end to end on demo data"
@@ -32,6 +35,7 @@ help:
 	@echo "make services  start local Redis/MongoDB unless configured or already running"
 	@echo "make features  build features from the demo data, feast apply, materialize"
 	@echo "make train     short seeded Challenge 2 training on the demo data"
+	@echo "make dashboard the web dashboard on http://$(DASHBOARD_HOST):$(DASHBOARD_PORT) (Ctrl-C stops it)"
 	@echo "make bench     run the benchmarks in benchmarks/"
 	@echo "make lint      ruff format --check and ruff check"
 	@echo "make clean     stop local servers started here and delete $(DATA_DIR)/"
@@ -89,6 +93,17 @@ demo: features
 	@$(EEGFS) services status
 	@echo; echo "Done. Demo data: $(DEMO_DIR)/  features: $(DATA_DIR)/features/  checkpoints: $(DATA_DIR)/checkpoints/"
 	@echo "Next: eegfs runs show <id>, eegfs runs watch, eegfs features get --subject <id>; make services-down to stop local servers."
+	@echo; echo "== dashboard =="
+	@echo "make dashboard    (or: $(EEGFS) dashboard), then open http://$(DASHBOARD_HOST):$(DASHBOARD_PORT) in a browser:"
+	@echo "                  runs with live curves, compare, models, features (drift, scalp maps), services."
+
+# The web dashboard, bound to $(DASHBOARD_HOST) (it has no login: another address prints a warning).
+dashboard: services
+	$(EEGFS) dashboard --host $(DASHBOARD_HOST) --port $(DASHBOARD_PORT)
+
+# Retake the screenshots in docs/ with the browser test (needs Debian's chromium, chromium-driver).
+dashboard-screenshots: install
+	EEGFS_TEST_SCREENSHOT_DIR=docs $(BIN)/pytest -p no:cacheprovider tests/dashboard/test_dashboard_browser.py
 
 # Installs no system packages: tests that need a missing tool (docker-compose, chromium) are skipped
 # with a reason naming the package; .ci/run installs them.

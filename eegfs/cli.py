@@ -61,6 +61,7 @@ def main() -> None:
 
 # --- command groups (one module each) -----------------------------------------------------------
 from eegfs.commands import (  # noqa: E402
+    dashboard,
     database,
     datasets,
     demo,
@@ -86,5 +87,6 @@ for _group in (
     train,
     jobs,
     sweep,
+    dashboard,
 ):
     _group.register(cli)
