@@ -229,3 +229,34 @@ def small_demo(tmp_path_factory):
         c1_windows_per_subject=8,
         progress=False,
     )
+
+
+@contextmanager
+def _materialized_store(demo, workdir: Path) -> Iterator[Settings]:
+    """A feature store over ``demo`` built, applied and materialized into a private redis-server
+    (so materialization never touches the shared test Redis databases); the server stops at exit.
+    Yields settings whose ``redis_url`` and ``data_dir`` are that store's."""
+    from featurestore.client import FeatureStoreClient
+    from pipelines.build import BuildOptions, build_features
+
+    server = start_redis(free_port(), workdir / "redis")
+    try:
+        settings = Settings(
+            redis_url=server.uri, data_dir=workdir / "data", feature_repo=FEATURE_REPO
+        )
+        build_features(
+            settings.features_dir, demo.files, demo.participants, BuildOptions(progress=False)
+        )
+        with FeatureStoreClient(settings, cache_size=0) as client:
+            client.apply()
+            client.materialize()
+        yield settings
+    finally:
+        stop_process(server.pid)
+
+
+@pytest.fixture(scope="session")
+def materialized_store():
+    """``with materialized_store(demo, workdir) as settings:`` a built, applied and materialized
+    feature store on its own redis-server (see :func:`_materialized_store`)."""
+    return _materialized_store

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from dashboard_testlib import PATIENT
 
 from services.connections import mongo_client
-from services.local import free_port, start_redis, stop_process
 from services.settings import Settings
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
@@ -67,27 +66,10 @@ class DashEnv:
 
 
 @pytest.fixture(scope="session")
-def feature_store(small_demo, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+def feature_store(small_demo, materialized_store, tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """A built, applied and materialized feature store: (private Redis URL, data dir)."""
-    from featurestore.client import FeatureStoreClient
-    from pipelines.build import BuildOptions, build_features
-
-    server = start_redis(free_port(), tmp_path_factory.mktemp("dashboard-redis"))
-    try:
-        data_dir = tmp_path_factory.mktemp("dashboard-store") / "data"
-        settings = Settings(redis_url=server.uri, data_dir=data_dir, feature_repo=FEATURE_REPO)
-        build_features(
-            settings.features_dir,
-            small_demo.files,
-            small_demo.participants,
-            BuildOptions(progress=False),
-        )
-        with FeatureStoreClient(settings, cache_size=0) as client:
-            client.apply()
-            client.materialize()
-        yield server.uri, data_dir
-    finally:
-        stop_process(server.pid)
+    with materialized_store(small_demo, tmp_path_factory.mktemp("dashboard-store")) as settings:
+        yield settings.redis_url, settings.data_dir
 
 
 @contextmanager

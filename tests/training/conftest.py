@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from services.local import free_port, start_redis, stop_process
 from services.settings import Settings
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
@@ -37,26 +36,9 @@ class FeatureEnv:
 
 
 @pytest.fixture(scope="module")
-def feature_env(small_demo, tmp_path_factory) -> Iterator[FeatureEnv]:
-    from featurestore.client import FeatureStoreClient
-    from pipelines.build import BuildOptions, build_features
-
-    server = start_redis(free_port(), tmp_path_factory.mktemp("training-redis"))
-    try:
-        data_dir = tmp_path_factory.mktemp("training-store") / "data"
-        settings = Settings(redis_url=server.uri, data_dir=data_dir, feature_repo=FEATURE_REPO)
-        build_features(
-            settings.features_dir,
-            small_demo.files,
-            small_demo.participants,
-            BuildOptions(progress=False),
-        )
-        with FeatureStoreClient(settings, cache_size=0) as client:
-            client.apply()
-            client.materialize()
-        yield FeatureEnv(redis_url=server.uri, data_dir=data_dir, demo=small_demo)
-    finally:
-        stop_process(server.pid)
+def feature_env(small_demo, materialized_store, tmp_path_factory) -> Iterator[FeatureEnv]:
+    with materialized_store(small_demo, tmp_path_factory.mktemp("training-store")) as settings:
+        yield FeatureEnv(redis_url=settings.redis_url, data_dir=settings.data_dir, demo=small_demo)
 
 
 @pytest.fixture
