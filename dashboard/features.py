@@ -1,5 +1,5 @@
 """Data of the Features page: snapshots, what Redis serves, distributions, drift, topography,
-band-power profiles and window quality.
+band-power profiles, window quality and the data-quality report of the last build.
 
 Everything comes from the offline store's ``manifest.json`` and the subject feature tables it
 lists (Parquet, read with pyarrow), and from the materialization marker in Redis. Subject
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard import sources
+from pipelines.quality_report import REPORT_NAME, load_report, rejected_rows
 
 DRIFT_SMD_THRESHOLD = 0.25
 DRIFT_KS_THRESHOLD = 0.3
@@ -305,3 +306,64 @@ def quality_frame(subjects: pd.DataFrame) -> pd.DataFrame:
     return df[columns].sort_values(
         ["flagged", "subject_id"], ascending=[False, True], ignore_index=True
     )
+
+
+REJECTED_COLUMNS = [
+    "subject_id",
+    "challenge",
+    "input",
+    "decision",
+    "good_fraction",
+    "total_power_uv2",
+    "reasons",
+    "snapshot_id",
+]
+
+
+def build_quality(features_dir: Path) -> dict[str, Any] | None:
+    """The data-quality report of the last ``eegfs features build`` (``eegfs features
+    quality``), or None when no build has written one: a summary, one row per input and one
+    per subject that failed a gate (held back, or accepted with ``--accept-failing``)."""
+    if not (Path(features_dir) / REPORT_NAME).exists():
+        return None
+    document = load_report(features_dir)
+    inputs = pd.DataFrame(
+        [
+            {
+                "input": Path(item["path"]).name,
+                "challenge": item.get("challenge"),
+                "status": item["status"],
+                "snapshot_id": item["snapshot_id"],
+                "subjects": (item.get("quality") or {}).get("n_subjects", item.get("n_subjects")),
+                "served": (item.get("quality") or {}).get("n_promoted", item.get("n_subjects")),
+                "held_back": (item.get("quality") or {}).get("n_held_back", 0),
+            }
+            for item in document.get("inputs", [])
+        ]
+    )
+    rejected = pd.DataFrame(
+        [
+            {
+                **row,
+                "input": Path(row["path"]).name,
+                "decision": _decision(row),
+                "reasons": "; ".join(row.get("reasons") or []),
+            }
+            for row in rejected_rows(document)
+        ],
+        columns=[*REJECTED_COLUMNS, "path"],
+    )
+    return {
+        "finished_at": document.get("finished_at"),
+        "n_held_back": document.get("n_held_back", 0),
+        "n_accepted": document.get("n_accepted", 0),
+        "accept_failing": bool(document.get("accept_failing")),
+        "inputs": inputs,
+        "rejected": rejected[rejected["reasons"] != ""][REJECTED_COLUMNS],
+    }
+
+
+def _decision(row: dict) -> str:
+    if not row.get("promoted"):
+        return "held back"
+    return "accepted" if row.get("reasons") else "served"

@@ -220,8 +220,14 @@ class JobQueue:
                 record.rq_status = str(job.get_status(refresh=False).value)
         return record
 
-    def list(self, *, state: str | None = None, limit: int = 50) -> list[JobRecord]:
-        """The newest ``limit`` jobs (optionally only those in ``state``), newest first."""
+    def list(
+        self, *, state: str | None = None, limit: int = 50, prune: bool = True
+    ) -> list[JobRecord]:
+        """The newest ``limit`` jobs (optionally only those in ``state``), newest first.
+
+        With ``prune`` (the default) index entries of records past their retention are removed
+        on the way; ``prune=False`` only reads (the dashboard writes nothing).
+        """
         out: list[JobRecord] = []
         start, page = 0, max(limit, 100)
         while len(out) < limit:
@@ -235,14 +241,14 @@ class JobQueue:
                     pipe.hgetall(self.keys.job(job_id))
                 hashes = pipe.execute()
             expired = [job_id for job_id, h in zip(ids, hashes, strict=True) if not h]
-            if expired:
+            if expired and prune:
                 self.client.zrem(self.keys.jobs, *expired)  # records past their retention
             for job_id, fields in zip(ids, hashes, strict=True):
                 if fields:
                     record = record_from_hash(job_id, fields)
                     if state is None or record.state == state:
                         out.append(record)
-            start += page - len(expired)
+            start += page - (len(expired) if prune else 0)
         return out[:limit]
 
     # --- change -------------------------------------------------------------------------------

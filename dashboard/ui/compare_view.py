@@ -1,11 +1,12 @@
-"""Compare page: 2-10 runs side by side (config diff, overlaid curves, final metrics), and a
-parallel-coordinates chart of hyperparameters against best NRMSE for the runs sharing a tag."""
+"""Compare page: 2-10 runs side by side (config diff, overlaid curves, final metrics), a
+parallel-coordinates chart of hyperparameters against best NRMSE for the runs sharing a tag,
+and the sweeps (trials, their parameters and objective, the best trial)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, compare, runs
+from dashboard import charts, compare, runs, work
 from dashboard.ui.context import COMPARE_KEY, PageContext, run_colors, show_page
 
 #: Curves drawn first when the runs have them.
@@ -81,7 +82,33 @@ def parallel(ctx: PageContext) -> None:
     st.caption(f"{len(frame)} runs tagged {tag!r}; one axis per config key that differs.")
 
 
-SECTIONS = (comparison, parallel)
+def sweeps(ctx: PageContext) -> None:
+    st.markdown("#### Sweeps")
+    try:
+        names = work.sweep_names(ctx.redis, ctx.settings)
+    except Exception as exc:  # noqa: BLE001 - Redis away is reported on the Services page
+        st.caption(f"unknown: Redis is not answering ({type(exc).__name__})")
+        return
+    if not names:
+        st.caption("No sweep yet (`eegfs sweep create NAME --space SPACE.yaml`).")
+        return
+    name = st.selectbox("sweep", names[::-1])
+    summary = work.sweep_summary(ctx.redis, ctx.settings, name)
+    counts = ", ".join(f"{n} {state}" for state, n in summary["counts"].items()) or "no trial"
+    st.caption(f"Objective: minimise {summary['metric']}; trials: {counts}.")
+    best = summary["best"]
+    if best is not None:
+        st.metric(f"best ({summary['metric']}), trial {best['number']}", f"{best['value']:.4f}")
+        st.json(best["params"], expanded=False)
+    trials = summary["trials"]
+    st.dataframe(
+        trials.assign(run="run?run=" + trials["experiment_id"].fillna("")),
+        hide_index=True,
+        column_config={"run": st.column_config.LinkColumn("run", display_text="open")},
+    )
+
+
+SECTIONS = (comparison, parallel, sweeps)
 
 
 def render() -> None:

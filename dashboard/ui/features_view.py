@@ -151,7 +151,26 @@ def quality(ctx: PageContext) -> None:
     )
 
 
-SECTIONS = (snapshots, distribution_and_drift, subject_view, quality)
+def build_report(ctx: PageContext) -> None:
+    st.markdown("#### Data-quality gates of the last build")
+    report = features.build_quality(ctx.settings.features_dir)
+    if report is None:
+        st.caption("No build report yet (`eegfs features build` writes one).")
+        return
+    accepted = " (--accept-failing)" if report["accept_failing"] else ""
+    st.caption(
+        f"Build finished {report['finished_at']}: {report['n_held_back']} subject(s) held back, "
+        f"{report['n_accepted']} accepted despite failing{accepted}. Gates: docs/features.md; "
+        "the same report in a terminal: `eegfs features quality`."
+    )
+    st.dataframe(report["inputs"], hide_index=True)
+    if report["rejected"].empty:
+        st.success("Every subject passed every gate.")
+    else:
+        st.dataframe(report["rejected"], hide_index=True)
+
+
+SECTIONS = (snapshots, build_report, distribution_and_drift, subject_view, quality)
 
 
 def render() -> None:

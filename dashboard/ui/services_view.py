@@ -1,11 +1,11 @@
-"""Services page: Redis and MongoDB health (passwords masked), the online-store marker and
-tracking writes spooled while MongoDB was away."""
+"""Services page: Redis and MongoDB health (passwords masked), the online-store marker,
+tracking writes spooled while MongoDB was away, the workers (heartbeats) and the job queue."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import features, health
+from dashboard import features, health, work
 from dashboard.ui.context import PageContext, format_time, show_page
 
 
@@ -67,7 +67,57 @@ def spool_section(ctx: PageContext) -> None:
     st.dataframe(frame.assign(modified=frame["modified"].map(format_time)), hide_index=True)
 
 
-SECTIONS = (redis_section, mongo_section, marker_section, spool_section)
+def workers_section(ctx: PageContext) -> None:
+    st.markdown("#### Workers")
+    try:
+        frame = work.workers_frame(ctx.redis, ctx.settings)
+    except Exception as exc:  # noqa: BLE001 - Redis away is reported above
+        st.caption(f"unknown: Redis is not answering ({type(exc).__name__})")
+        return
+    if frame.empty:
+        st.caption("No worker has started on this Redis (`eegfs worker`, on any machine).")
+        return
+    lost = int((frame["state"] == "lost").sum())
+    st.caption(
+        f"{len(frame) - lost} live, {lost} lost (no heartbeat within its interval; their jobs "
+        "go back to the queue)."
+    )
+    st.dataframe(frame, hide_index=True)
+
+
+def jobs_section(ctx: PageContext) -> None:
+    st.markdown("#### Job queue")
+    try:
+        frame = work.jobs_frame(ctx.redis, ctx.settings, limit=JOBS_SHOWN)
+    except Exception as exc:  # noqa: BLE001 - Redis away is reported above
+        st.caption(f"unknown: Redis is not answering ({type(exc).__name__})")
+        return
+    if frame.empty:
+        st.caption("No job submitted (`eegfs jobs submit train ...`).")
+        return
+    counts = ", ".join(f"{n} {state}" for state, n in work.job_state_counts(frame).items())
+    st.caption(
+        f"The newest {len(frame)} jobs: {counts}. Change them with `eegfs jobs cancel|retry`."
+    )
+    shown = frame.assign(run="run?run=" + frame["experiment"].fillna(""))
+    st.dataframe(
+        shown,
+        hide_index=True,
+        column_config={"run": st.column_config.LinkColumn("run", display_text="open")},
+    )
+
+
+#: Jobs listed on the page (newest first).
+JOBS_SHOWN = 50
+
+SECTIONS = (
+    redis_section,
+    mongo_section,
+    marker_section,
+    spool_section,
+    workers_section,
+    jobs_section,
+)
 
 
 def render() -> None:

@@ -142,6 +142,7 @@ READ_COMMANDS = frozenset(
 #: Redis commands that only read.
 REDIS_READ_COMMANDS = frozenset(
     {"hgetall", "get", "scan", "info", "ping", "client", "hello", "config", "type", "ttl"}
+    | {"zrange", "zrevrange", "hmget", "hget", "lrange", "exists"}  # workers, jobs, sweeps
 )
 
 
