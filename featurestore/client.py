@@ -147,6 +147,12 @@ class FeatureStoreClient:
         marker = parse_marker(read_marker_raw(self.redis, self.project, self.settings.redis_url))
         return None if marker is None else marker.get("store_snapshot_id")
 
+    def served_snapshot_ids(self) -> list[str] | None:
+        """Ids of the offline snapshots the online store serves (latest materialization), or None."""
+        self._check_open()
+        marker = parse_marker(read_marker_raw(self.redis, self.project, self.settings.redis_url))
+        return None if marker is None else list(marker.get("snapshot_ids") or [])
+
     def cache_info(self) -> dict:
         """Online cache statistics and the materialization marker it is valid for."""
         return self.online.cache_info()

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from pipelines.errors import FeatureTableError
-from services.files import atomic_write_text, fsync_dir, fsync_file
+from services.files import atomic_write_text, fsync_dir, fsync_file, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -118,7 +118,8 @@ class Manifest:
     ``snapshots[id]`` holds: ``snapshot_id``, ``kind`` (``hdf5`` or ``participants``),
     ``challenge`` (1/2 or None), ``input`` (path, name, sha256, size), ``code_version``,
     ``params``, ``created``/``event_timestamp`` (ISO 8601 UTC), counts, ``release``,
-    ``channels``, ``sfreq`` and ``files`` (table -> path relative to features_dir).
+    ``channels``, ``sfreq``, ``files`` (table -> path relative to features_dir) and ``sha256``
+    (table -> sha256 of that file, checked by ``eegfs runs reproduce``).
     """
 
     features_dir: Path
@@ -229,7 +230,13 @@ class SnapshotStage:
             fsync_file(self.root / rel)
         for folder in {(self.root / rel).parent for rel in self.files.values()}:
             fsync_dir(folder)
-        entry = {**entry, "snapshot_id": self.snapshot_id, "files": dict(self.files)}
+        checksums = {table: sha256_file(self.root / rel) for table, rel in self.files.items()}
+        entry = {
+            **entry,
+            "snapshot_id": self.snapshot_id,
+            "files": dict(self.files),
+            "sha256": checksums,
+        }
         atomic_write_text(self.root / COMMIT_RECORD, json.dumps(entry, indent=1, sort_keys=True))
         self.recorded = True
         _roll_forward(manifest, self.root, entry)

@@ -450,6 +450,26 @@ class Tracker:
             "read run history",
         )
 
+    def record_reproduction(self, experiment_id: str | ObjectId, entry: Mapping[str, Any]) -> None:
+        """Append ``entry`` (a reproduction's outcome) to the run's ``reproductions`` list.
+
+        Raises
+        ------
+        InvalidIdError, NotFoundError
+            For a malformed or unknown id.
+        """
+        exp_id = to_object_id(experiment_id)
+        self.get_run(exp_id)
+        doc = to_document(redact({"id": str(ObjectId()), **dict(entry)}), "reproductions")
+        self._submit(
+            {
+                "op": "update",
+                "id": exp_id,
+                "where": {"reproductions.id": {"$ne": doc["id"]}},  # a replay pushes nothing
+                "update": {"$push": {"reproductions": doc}},
+            }
+        )
+
     def registry(self):
         """The :class:`tracking.registry.ModelRegistry` of this database (after queued writes)."""
         from tracking.registry import ModelRegistry

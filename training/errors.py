@@ -28,4 +28,8 @@ class CheckpointError(TrainingError):
     """A checkpoint cannot be saved, fetched or loaded."""
 
 
-__all__ = ["CheckpointError", "DataError", "FeatureError", "TrainingError"]
+class ReproduceError(TrainingError):
+    """A recorded run cannot be rebuilt from its record (snapshot missing or modified, ...)."""
+
+
+__all__ = ["CheckpointError", "DataError", "FeatureError", "ReproduceError", "TrainingError"]

@@ -434,6 +434,7 @@ def setup_features(
                     )
                 train_matrix, _ = client.get_online_matrix(list(train_subjects), service)
                 record["snapshot_id"] = served
+                record["snapshot_ids"] = client.served_snapshot_ids()
                 source: FeatureSource = OnlineFeatureSource(
                     settings, service, all_columns, idx, cache_size=cache_size
                 )

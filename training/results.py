@@ -126,6 +126,15 @@ def format_summary(result: TrainResult) -> str:
     return "\n".join(lines)
 
 
+def format_outcome(result) -> str:
+    """What ``eegfs train`` prints: the run's summary, or the run ``--skip-if-done`` defers to."""
+    from training.claiming import Deferred, format_deferred
+
+    if isinstance(result, Deferred):
+        return format_deferred(result)
+    return format_summary(result)
+
+
 def _features_line(feats: dict) -> str:
     if feats.get("mode") == "none":
         return "features        none"
@@ -135,4 +144,11 @@ def _features_line(feats: dict) -> str:
     )
 
 
-__all__ = ["DEMO_GOAL_NRMSE", "TrainResult", "format_summary", "make_result", "summary_metrics"]
+__all__ = [
+    "DEMO_GOAL_NRMSE",
+    "TrainResult",
+    "format_outcome",
+    "format_summary",
+    "make_result",
+    "summary_metrics",
+]

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ import torch
 from tracking.status import COMPLETED, FAILED, RUNNING, STOPPED
 from training.challenges import ChallengeConfig, get_challenge
 from training.checkpoints import Checkpoint, checkpoint_dir, checkpoint_file, save_checkpoint
+from training.claiming import Deferred, RunClaim
 from training.config import TrainConfig
 from training.live import LivePublisher
 from training.loop import LoopState, fit
@@ -90,55 +91,6 @@ def _torch_threads_restored() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-#: Config fields that do not change what a run computes (left out when looking for a twin).
-_NOT_IDENTITY = frozenset({"workers", "log_every", "cache_size", "name", "tags", "notes"})
-
-
-def find_identical_run(settings, config: TrainConfig) -> dict | None:
-    """A completed run that computed exactly what ``config`` would, or None.
-
-    Identical means: the same configuration (apart from :data:`_NOT_IDENTITY`), the same code
-    commit with no uncommitted changes, and, for online features, the feature snapshot the online
-    store serves now. Used by ``eegfs train --skip-if-done`` so that ``make demo`` run twice
-    records one run, not two.
-    """
-    from tracking import Tracker
-    from tracking.gitinfo import detect_git
-
-    config.validate()
-    code = detect_git()
-    if code["commit"] is None or code["dirty"]:
-        return None  # no way to tell whether the code is the same
-    wanted = {f"train.{k}": v for k, v in config.to_dict().items() if k not in _NOT_IDENTITY}
-    tracker = Tracker(settings)
-    try:
-        candidates = tracker.search_runs(
-            challenge=config.challenge, status=COMPLETED, config=wanted, limit=20
-        )
-        served = None
-        if config.features == "online":
-            from featurestore.client import FeatureStoreClient
-
-            client = FeatureStoreClient(settings, cache_size=0)
-            try:
-                served = client.served_snapshot_id()
-            finally:
-                client.close()
-        for summary in candidates:
-            doc = tracker.get_run(summary["_id"])
-            same_code = (doc.get("code") or {}).get("commit") == code["commit"] and not (
-                doc.get("code") or {}
-            ).get("dirty")
-            same_features = config.features != "online" or (
-                served is not None and (doc.get("features") or {}).get("snapshot_id") == served
-            )
-            if same_code and same_features:
-                return doc
-        return None
-    finally:
-        tracker.close()
-
-
 # --- the run ----------------------------------------------------------------------------------
 def train(
     settings,
@@ -148,7 +100,9 @@ def train(
     overrides: dict | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
-) -> TrainResult:
+    skip_if_done: bool = False,
+    code: Mapping | None = None,
+) -> TrainResult | Deferred:
     """Train (or resume) one run; see the module docstring.
 
     Parameters
@@ -168,6 +122,13 @@ def train(
         Progress bars (tqdm) for the epochs.
     echo : callable, optional
         Receives one line per epoch and per notable event (default: the module logger).
+    skip_if_done : bool
+        Claim the run's identity first (:mod:`training.claiming`): when an identical run is
+        completed or being trained, return a :class:`~training.claiming.Deferred` naming it and
+        train nothing. Not with ``resume``.
+    code : mapping, optional
+        ``{"commit", "dirty", ...}`` of the code (default: :func:`tracking.gitinfo.detect_git`
+        of the working directory); recorded with the run and part of its identity.
 
     Raises
     ------
@@ -179,9 +140,14 @@ def train(
         A bad option (nothing is recorded).
     """
     from tracking import Tracker
+    from tracking.gitinfo import detect_git
 
+    if skip_if_done and resume is not None:
+        raise ValueError("--skip-if-done applies to new runs, not to --resume")
     started = time.perf_counter()
     log = _LogCapture(echo)
+    code = detect_git() if code is None else dict(code)
+    claim = RunClaim(settings, code=code, echo=log.say) if skip_if_done else None
     with log.attached(), Tracker(settings) as tracker, _torch_threads_restored():
         plan = plan_run(settings, tracker, config, resume=resume, overrides=overrides)
         if plan.resumed:
@@ -189,9 +155,18 @@ def train(
                 f"resuming experiment {plan.resume_id} from {plan.checkpoint_path} "
                 f"(epoch {plan.checkpoint.epoch})"
             )
-        result = _run(settings, tracker, plan, log, progress)
-    result.duration_s = time.perf_counter() - started
+        result = _run(settings, tracker, plan, log, progress, _Identity(code, claim))
+    if isinstance(result, TrainResult):
+        result.duration_s = time.perf_counter() - started
     return result
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """The code a run records, and its ``--skip-if-done`` claim (None without the option)."""
+
+    code: dict
+    claim: RunClaim | None
 
 
 @dataclass
@@ -207,7 +182,9 @@ class _Parts:
     resumed_from: int | None  # the checkpoint's epoch when resuming
 
 
-def _run(settings, tracker, plan: RunPlan, log: _LogCapture, progress: bool) -> TrainResult:
+def _run(
+    settings, tracker, plan: RunPlan, log: _LogCapture, progress: bool, identity: _Identity
+) -> TrainResult | Deferred:
     config = plan.config
     challenge = get_challenge(config.challenge)
     device = resolve_device(config.device)
@@ -217,24 +194,31 @@ def _run(settings, tracker, plan: RunPlan, log: _LogCapture, progress: bool) -> 
     try:
         features = prepare_features(settings, config, data.split, plan.checkpoint)
         try:
-            model = prepare_model(
-                config, challenge, data, features.n_features, device, plan.checkpoint
-            )
-            resumed_from = None if plan.checkpoint is None else plan.checkpoint.epoch
-            parts = _Parts(config, challenge, device, data, features, model, resumed_from)
-            run = _open_run(tracker, plan, parts)
-            return _record_and_fit(settings, run, parts, log, progress)
+            claim = identity.claim
+            if claim is not None:  # claimed once the snapshot the run reads is known
+                deferred = claim.acquire(config, features.record.get("snapshot_id"))
+                if deferred is not None:
+                    return deferred
+            with contextlib.nullcontext() if claim is None else claim.holding():
+                model = prepare_model(
+                    config, challenge, data, features.n_features, device, plan.checkpoint
+                )
+                resumed_from = None if plan.checkpoint is None else plan.checkpoint.epoch
+                parts = _Parts(config, challenge, device, data, features, model, resumed_from)
+                run = _open_run(tracker, plan, parts, identity)
+                return _record_and_fit(settings, run, parts, log, progress)
         finally:
             features.close()
     finally:
         data.close()
 
 
-def _open_run(tracker, plan: RunPlan, parts: _Parts):
+def _open_run(tracker, plan: RunPlan, parts: _Parts, identity: _Identity):
     """The tracking run: the resumed experiment, or a new one with its config and data."""
     if plan.resumed:
         return tracker.resume_run(plan.resume_id)
     config, challenge = parts.config, parts.challenge
+    claim = identity.claim
     return tracker.start_run(
         config.default_name(),
         config.challenge,
@@ -253,6 +237,8 @@ def _open_run(tracker, plan: RunPlan, parts: _Parts):
         features=parts.features.record,
         tags=list(config.tags),
         notes=config.notes,
+        code=identity.code,
+        experiment_id=None if claim is None else claim.experiment_id,
     )
 
 
@@ -384,4 +370,4 @@ class _CheckpointWriter:
         return path
 
 
-__all__ = ["find_identical_run", "train"]
+__all__ = ["train"]

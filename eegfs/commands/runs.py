@@ -383,6 +383,9 @@ def runs_sync(settings: Settings, spool_dir) -> None:
 
 
 def register(cli: click.Group) -> None:
+    from eegfs.commands.reproduce import reproduce
+
+    runs.add_command(reproduce)
     cli.add_command(runs)
 
 

@@ -119,8 +119,9 @@ if TYPE_CHECKING:
 @click.option(
     "--skip-if-done",
     is_flag=True,
-    help="Do not train when a completed run with the same config, code commit (clean) "
-    "and served feature snapshot is already recorded; print its id instead.",
+    help="Train only if no run with the same config, code commit (clean tree) and feature "
+    "snapshot is completed or being trained; otherwise print that run's id. Of several "
+    "started together, exactly one trains.",
 )
 @click.pass_context
 def train(ctx: click.Context, **opts) -> None:
@@ -139,7 +140,7 @@ def train(ctx: click.Context, **opts) -> None:
     prints the experiment id, the best epoch, the validation NRMSE against a mean predictor and
     the best checkpoint.
     """
-    from training.results import format_summary
+    from training.results import format_outcome
     from training.runner import train as run_training
 
     settings: Settings = ctx.obj
@@ -151,11 +152,14 @@ def train(ctx: click.Context, **opts) -> None:
             settings, resume=opts["resume"], overrides=overrides, progress=progress, echo=click.echo
         )
     else:
-        config = _config(opts, data)
-        if opts["skip_if_done"] and _report_identical_run(settings, config):
-            return
-        result = run_training(settings, config, progress=progress, echo=click.echo)
-    click.echo(format_summary(result))
+        result = run_training(
+            settings,
+            _config(opts, data),
+            progress=progress,
+            echo=click.echo,
+            skip_if_done=opts["skip_if_done"],
+        )
+    click.echo(format_outcome(result))
 
 
 def _resume_overrides(ctx: click.Context, opts: dict, data: tuple[str, ...]) -> dict:
@@ -193,21 +197,6 @@ def _config(opts: dict, data: tuple[str, ...]) -> TrainConfig:
         tags=tuple(opts["tags"]),
     )
     return TrainConfig(**values)
-
-
-def _report_identical_run(settings: Settings, config: TrainConfig) -> bool:
-    """With --skip-if-done: print the identical completed run, if there is one."""
-    from training.runner import find_identical_run
-
-    twin = find_identical_run(settings, config)
-    if twin is None:
-        return False
-    click.echo(
-        f"an identical run is already recorded: experiment {twin['_id']} "
-        f"(completed; same config, code commit and feature snapshot), not training "
-        f"again\ndetails         eegfs runs show {twin['_id']}"
-    )
-    return True
 
 
 def register(cli: click.Group) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import threading
 from datetime import datetime
 
 import numpy as np
@@ -20,13 +21,15 @@ from training.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from training.claiming import Deferred
 from training.config import RESUME_OVERRIDABLE, TrainConfig
 from training.errors import CheckpointError
 from training.features import FeatureScaler
 from training.loop import LoopState, TargetScale
 from training.normalization import ChannelStats
 from training.plan import plan_run
-from training.runner import find_identical_run, train
+from training.results import TrainResult
+from training.runner import train
 
 
 def _checkpoint(experiment_id: str = "e1", **kw) -> Checkpoint:
@@ -211,7 +214,10 @@ def test_a_resumed_plan_holds_the_latest_checkpoint(train_settings, feature_env)
     assert plan.checkpoint_path.name == "epoch_0001.pt"
 
 
-# --- the identical-run check (eegfs train --skip-if-done) -------------------------------------
+# --- eegfs train --skip-if-done: the run is claimed (training.claiming) -----------------------
+CLEAN = {"commit": "c" * 40, "dirty": False}
+
+
 @pytest.fixture
 def clean_repo(tmp_path, monkeypatch):
     """A git repository with one commit and no changes, as the working directory."""
@@ -228,26 +234,101 @@ def clean_repo(tmp_path, monkeypatch):
     return repo
 
 
-def test_an_identical_completed_run_is_found_and_the_cli_skips(
+def test_skip_if_done_defers_to_the_identical_run_and_a_dirty_tree_trains(
     train_settings, feature_env, clean_repo, cli_env_for
 ):
     from eegfs.cli import cli
 
     config = _config(feature_env, features="online", name="first")
-    assert find_identical_run(train_settings, config) is None
-    done = train(train_settings, config, progress=False)
-    twin = find_identical_run(train_settings, dataclasses.replace(config, workers=2, name="x"))
-    assert twin is not None and str(twin["_id"]) == done.experiment_id
-    assert find_identical_run(train_settings, dataclasses.replace(config, seed=1)) is None
+    done = train(train_settings, config, progress=False, skip_if_done=True)
+    assert isinstance(done, TrainResult)
     args = ["train", "--challenge", "2", "--data", *feature_env.c2_files, "--epochs", "1"]
-    args += ["--batch-size", "8", "--workers", "0", "--no-progress", "--skip-if-done"]
-    out = CliRunner(env=cli_env_for(train_settings)).invoke(cli, args, catch_exceptions=False)
+    args += ["--batch-size", "8", "--workers", "2", "--no-progress", "--skip-if-done"]
+    runner = CliRunner(env=cli_env_for(train_settings))
+    out = runner.invoke(cli, args, catch_exceptions=False)
     assert out.exit_code == 0, out.output
     assert f"an identical run is already recorded: experiment {done.experiment_id}" in out.output
-    (clean_repo / "code.py").write_text("print('v2')\n")  # uncommitted change: cannot tell
-    assert find_identical_run(train_settings, config) is None
     with Tracker(train_settings) as tracker:
         assert len(tracker.search_runs()) == 1, "the CLI trained nothing"
+    (clean_repo / "code.py").write_text("print('v2')\n")  # uncommitted change: no identity
+    out = runner.invoke(cli, args, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert "--skip-if-done: the git tree has uncommitted changes" in out.output
+    assert "training anyway" in out.output and "experiment " in out.output
+    with Tracker(train_settings) as tracker:
+        assert len(tracker.search_runs()) == 2
+
+
+def test_of_two_skip_if_done_starts_released_together_exactly_one_trains(
+    train_settings, feature_env, monkeypatch
+):
+    """Five rounds, each a new run (its own seed): the two claims meet at a barrier."""
+    from training.claiming import RunClaim
+
+    acquire = RunClaim.acquire
+    barrier = threading.Barrier(2, timeout=120)
+
+    def acquire_together(self, config, snapshot_id):
+        barrier.wait()
+        return acquire(self, config, snapshot_id)
+
+    monkeypatch.setattr(RunClaim, "acquire", acquire_together)
+    for round_no in range(5):
+        config = _config(feature_env, seed=round_no)
+        outcomes, errors = [None, None], []
+
+        def start(i: int, config=config, outcomes=outcomes, errors=errors) -> None:
+            try:
+                outcomes[i] = train(
+                    train_settings, config, progress=False, skip_if_done=True, code=CLEAN
+                )
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert errors == []
+        trained = [o for o in outcomes if isinstance(o, TrainResult)]
+        deferred = [o for o in outcomes if isinstance(o, Deferred)]
+        assert len(trained) == 1 and len(deferred) == 1, (round_no, outcomes)
+        assert deferred[0].experiment_id == trained[0].experiment_id
+        assert trained[0].experiment_id in deferred[0].reason
+        assert deferred[0].state in ("running", "completed")
+    with Tracker(train_settings) as tracker:
+        runs = tracker.search_runs()
+        assert len(runs) == 5 and {r["status"] for r in runs} == {"completed"}
+        assert tracker.db["claims"].count_documents({"state": "completed"}) == 5
+
+
+def test_a_claim_whose_holder_failed_is_taken_over(train_settings, feature_env, monkeypatch):
+    import training.runner as runner_module
+    from training.errors import TrainingError
+
+    config = _config(feature_env, seed=7)
+
+    def broken(*args, **kwargs):
+        raise TrainingError("the model could not be built")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner_module, "prepare_model", broken)
+        with pytest.raises(TrainingError, match="could not be built"):
+            train(train_settings, config, progress=False, skip_if_done=True, code=CLEAN)
+    with Tracker(train_settings) as tracker:
+        (claim,) = tracker.db["claims"].find()
+        assert claim["state"] == "failed" and "could not be built" in claim["error"]
+        assert tracker.search_runs() == []
+    said = []
+    again = train(
+        train_settings, config, progress=False, skip_if_done=True, code=CLEAN, echo=said.append
+    )
+    assert isinstance(again, TrainResult)
+    assert any(f"took over the claim of experiment {claim['run_id']}" in line for line in said)
+    deferred = train(train_settings, config, progress=False, skip_if_done=True, code=CLEAN)
+    assert isinstance(deferred, Deferred) and deferred.experiment_id == again.experiment_id
+    assert deferred.state == "completed"
 
 
 @pytest.fixture
