@@ -316,13 +316,9 @@ class Tracker:
         }
         hooks = run_hooks()
         doc.update(to_document(dict(hooks.start_fields), "start_fields"))
-        hooks = run_hooks()
-        doc.update(to_document(dict(hooks.start_fields), "start_fields"))
         self._submit({"op": "create", "doc": doc})
         run = Run(self, doc["_id"], name=doc["name"], challenge=doc["challenge"])
         self._runs.add(run)
-        if hooks.on_start is not None:
-            hooks.on_start(str(run.id))
         if hooks.on_start is not None:
             hooks.on_start(str(run.id))
         return run

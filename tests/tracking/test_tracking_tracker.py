@@ -325,3 +325,19 @@ def test_a_forked_child_cannot_write_through_the_parents_tracker(tracker):
     message = queue.get(timeout=60)
     process.join(60)
     assert "cannot write from process" in message
+
+
+def test_run_hooks_store_their_fields_and_start_once(tracker, db):
+    from tracking.hooks import RunHooks, set_run_hooks
+
+    started: list[str] = []
+    set_run_hooks(
+        RunHooks(start_fields={"job": {"id": "j1", "attempt": 2}}, on_start=started.append)
+    )
+    try:
+        run = start_example_run(tracker)
+    finally:
+        set_run_hooks(None)
+    assert started == [str(run.id)]
+    assert tracker.flush() is True
+    assert db.experiments.find_one({"_id": run.id})["job"] == {"id": "j1", "attempt": 2}
