@@ -13,13 +13,17 @@ moment from which the store offers those values; ``created`` breaks ties (a ``--
 The TTL is ten years: subject features do not expire, and a first ``feast
 materialize-incremental`` looks back one TTL, so this keeps Redis from coming up empty.
 
+Every view reads its rows through a push source (``<view>_push``) backed by its file source:
+``feast materialize`` reads the file source, and ``eegfs features push`` writes one new
+snapshot's rows to the online store with ``FeatureStore.push(..., to=PushMode.ONLINE)``.
+
 Labels are views tagged ``role=label``: no input service may include such a view, nor any of its
 feature names through another view (``eegfs features apply`` and ``eegfs doctor`` refuse it).
 """
 
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
 from feast.types import Array, Float32, Float64, Int64, String
 from feast.value_type import ValueType
 
@@ -78,6 +82,23 @@ subject_rt_labels_source = _source(
 )
 
 
+def _push(view: str, batch_source: FileSource) -> PushSource:
+    """The push source of ``view``: new rows go online directly; its file source backs it."""
+    return PushSource(
+        name=f"{view}_push",
+        batch_source=batch_source,
+        description=f"rows of one new snapshot pushed online ({batch_source.name})",
+    )
+
+
+# Push sources, one per view (eegfs features push).
+subject_bandpower_c1_push = _push("subject_bandpower_c1", subject_features_c1_source)
+subject_bandpower_c2_push = _push("subject_bandpower_c2", subject_features_c2_source)
+subject_demographics_push = _push("subject_demographics", subject_demographics_source)
+subject_labels_push = _push("subject_labels", subject_labels_source)
+subject_rt_labels_push = _push("subject_rt_labels", subject_rt_labels_source)
+
+
 def _bandpower_schema() -> list[Field]:
     fields = [
         Field(name="n_windows", dtype=Int64, description="windows of the subject in the file"),
@@ -121,7 +142,7 @@ def _bandpower_schema() -> list[Field]:
     return fields
 
 
-def _bandpower_view(challenge: int, source: FileSource) -> FeatureView:
+def _bandpower_view(challenge: int, source: PushSource) -> FeatureView:
     """The band-power input view of one challenge (the same schema for both)."""
     return FeatureView(
         name=f"subject_bandpower_c{challenge}",
@@ -136,9 +157,9 @@ def _bandpower_view(challenge: int, source: FileSource) -> FeatureView:
 
 
 # Challenge 1 band-power features per subject.
-subject_bandpower_c1_fv = _bandpower_view(1, subject_features_c1_source)
+subject_bandpower_c1_fv = _bandpower_view(1, subject_bandpower_c1_push)
 # Challenge 2 band-power features per subject.
-subject_bandpower_c2_fv = _bandpower_view(2, subject_features_c2_source)
+subject_bandpower_c2_fv = _bandpower_view(2, subject_bandpower_c2_push)
 # Demographics (inputs).
 subject_demographics_fv = FeatureView(
     name="subject_demographics",
@@ -150,7 +171,7 @@ subject_demographics_fv = FeatureView(
         Field(name="ehq_total", dtype=Float64, description="Edinburgh handedness score"),
     ],
     online=True,
-    source=subject_demographics_source,
+    source=subject_demographics_push,
     description="demographics from participants.tsv",
     tags={"role": "input"},
 )
@@ -166,7 +187,7 @@ subject_labels_fv = FeatureView(
         Field(name="externalizing", dtype=Float64),
     ],
     online=True,
-    source=subject_labels_source,
+    source=subject_labels_push,
     description="psychopathology factor scores (Challenge 2 targets): labels, not inputs",
     tags={"role": "label"},
 )
@@ -182,7 +203,7 @@ subject_rt_labels_fv = FeatureView(
         Field(name="n_rt_windows", dtype=Int64, description="windows with a finite response time"),
     ],
     online=True,
-    source=subject_rt_labels_source,
+    source=subject_rt_labels_push,
     description="response-time summaries (Challenge 1 target): labels, not inputs",
     tags={"role": "label", "challenge": "1"},
 )

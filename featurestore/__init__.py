@@ -11,6 +11,7 @@ Modules, each with one job:
 * :mod:`featurestore.historical`: point-in-time frames from the Parquet snapshots.
 * :mod:`featurestore.matrices`: float32 matrices of features.
 * :mod:`featurestore.materialize` / :mod:`featurestore.marker`: apply, materialize, the marker.
+* :mod:`featurestore.push`: push one new file (its snapshot, its rows online).
 * :mod:`featurestore.connection`: the Redis client and what its failures mean.
 * :mod:`featurestore.commands` / :mod:`featurestore.shell_env`: what the CLI commands call.
 * :mod:`featurestore.feast_adapter`: every use of Feast's private or unstable API.

@@ -1,15 +1,24 @@
 """The materialization marker: one small Redis key that says what the online store serves.
 
-:func:`featurestore.materialize.materialize` writes it (JSON: ``store_snapshot_id``,
-``snapshot_ids``, ``materialized_at``, ``end``, ``nonce``) after every materialization; every
-online read looks at it, and a client that sees a new value drops its online cache.
+:func:`featurestore.materialize.materialize_snapshots` writes it (JSON: ``store_snapshot_id``,
+``snapshot_ids``, ``materialized_at``, ``end``, ``nonce``) after every materialization, and
+:func:`featurestore.push.push_file` adds the snapshots it pushed (:func:`add_to_marker`, which
+also sets ``pushed``). Both write it only once every row is online, so the marker never names a
+snapshot whose rows are not all in Redis. Every online read looks at it, and a client that sees a
+new value drops its online cache.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import redis
 
 from featurestore.connection import redis_failure
+from pipelines.feature_tables import short_hash
 
 
 def marker_key(project: str) -> str:
@@ -44,4 +53,50 @@ def write_marker(redis_client, project: str, url: str, value: dict) -> None:
         raise redis_failure(exc, url, "writing the materialization marker") from exc
 
 
-__all__ = ["marker_key", "parse_marker", "read_marker_raw", "write_marker"]
+def marker_value(snapshot_ids: Iterable[str], **extra) -> dict:
+    """A new marker naming ``snapshot_ids`` (the id of the set, a time and a fresh nonce)."""
+    served = sorted(set(snapshot_ids))
+    return {
+        "store_snapshot_id": "fs_" + short_hash(served),
+        "snapshot_ids": served,
+        "materialized_at": datetime.now(UTC).isoformat(),
+        **extra,
+        "nonce": uuid.uuid4().hex,
+    }
+
+
+def add_to_marker(redis_client, project: str, url: str, snapshot_ids: Iterable[str]) -> dict:
+    """Add ``snapshot_ids`` to the marker (atomically: WATCH, retried if another writer won).
+
+    Returns the new value; ``pushed`` lists the ids added, ``end`` is kept.
+    """
+    key = marker_key(project)
+    added = sorted(set(snapshot_ids))
+    try:
+        with redis_client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    old = parse_marker(pipe.get(key)) or {}
+                    extra = {"end": old["end"]} if "end" in old else {}
+                    value = marker_value(
+                        [*old.get("snapshot_ids", []), *added], **extra, pushed=added
+                    )
+                    pipe.multi()
+                    pipe.set(key, json.dumps(value))
+                    pipe.execute()
+                    return value
+                except redis.WatchError:
+                    continue
+    except Exception as exc:
+        raise redis_failure(exc, url, "updating the materialization marker") from exc
+
+
+__all__ = [
+    "add_to_marker",
+    "marker_key",
+    "marker_value",
+    "parse_marker",
+    "read_marker_raw",
+    "write_marker",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,8 +9,14 @@ from featurestore import feast_adapter
 from featurestore.connection import redis_failure
 from featurestore.errors import FeatureStoreError
 from featurestore.labels import check_label_exclusion
-from featurestore.marker import parse_marker, read_marker_raw, write_marker
-from featurestore.repo import TABLE_TAG, load_repo_objects, registry_path, require_registry
+from featurestore.marker import marker_value, parse_marker, read_marker_raw, write_marker
+from featurestore.repo import (
+    TABLE_TAG,
+    batch_sources,
+    load_repo_objects,
+    registry_path,
+    require_registry,
+)
 from pipelines import feature_tables as ft
 from pipelines.errors import PipelineError
 from services.settings import Settings
@@ -27,7 +32,7 @@ def apply_repo(store, settings: Settings, project: str) -> None:
     objs = load_repo_objects(settings.feature_repo)
     check_label_exclusion(objs.feature_services, objs.feature_views)
     base = Path(settings.features_dir).resolve()
-    for source in objs.sources:
+    for source in batch_sources(objs.sources):
         table = (source.tags or {}).get(TABLE_TAG)
         if table:
             source.file_options.uri = str(base / table)
@@ -42,7 +47,7 @@ def apply_repo(store, settings: Settings, project: str) -> None:
         raise redis_failure(exc, settings.redis_url, "feast apply") from exc
 
 
-def _view_tables(store) -> dict[str, str]:
+def view_tables(store) -> dict[str, str]:
     """Feature view name -> table (relative to features_dir) of its source."""
     out = {}
     for view in store.list_feature_views():
@@ -89,18 +94,11 @@ def materialize_snapshots(
     }
     new = {sid: s for sid, s in ready.items() if sid not in done}
     store.refresh_registry()
-    for view, table in sorted(_view_tables(store).items()):
+    for view, table in sorted(view_tables(store).items()):
         stamps = _first_new_stamps(new, table)
         if stamps:
             _materialize_view(store, settings, view, min(stamps) - timedelta(seconds=1), end)
-    served = sorted(done | set(ready))
-    value = {
-        "store_snapshot_id": "fs_" + ft.short_hash(served),
-        "snapshot_ids": served,
-        "materialized_at": datetime.now(UTC).isoformat(),
-        "end": end.isoformat(),
-        "nonce": uuid.uuid4().hex,
-    }
+    value = marker_value(done | set(ready), end=end.isoformat())
     write_marker(redis_client, project, settings.redis_url, value)
     return value
 
@@ -113,4 +111,4 @@ def _materialize_view(store, settings: Settings, view: str, start: datetime, end
         raise redis_failure(exc, settings.redis_url, doing) from exc
 
 
-__all__ = ["apply_repo", "materialize_snapshots"]
+__all__ = ["apply_repo", "materialize_snapshots", "view_tables"]

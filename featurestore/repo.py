@@ -85,6 +85,13 @@ class RepoObjects:
                 return
 
 
+def batch_sources(sources) -> list:
+    """The sources that hold data (push sources only forward rows to their views)."""
+    from feast.data_source import PushSource
+
+    return [s for s in sources if not isinstance(s, PushSource)]
+
+
 def _import_definitions(path: Path):
     """Import one definition file under a private module name (no chdir, no sys.path change)."""
     name = f"_eegfs_feature_repo_{uuid.uuid4().hex[:8]}_{path.stem}"
@@ -180,7 +187,7 @@ def check_feature_repo(settings: Settings) -> str:
             "feature_repo/eeg_features.py from git"
         )
     check_label_exclusion(objs.feature_services, objs.feature_views)
-    untagged = [s.name for s in objs.sources if TABLE_TAG not in (s.tags or {})]
+    untagged = [s.name for s in batch_sources(objs.sources) if TABLE_TAG not in (s.tags or {})]
     if untagged:
         raise FeatureStoreError(
             f"{settings.feature_repo}: source(s) {untagged} lack the {TABLE_TAG!r} tag that "
@@ -201,6 +208,7 @@ __all__ = [
     "ENTITY_KEY",
     "TABLE_TAG",
     "RepoObjects",
+    "batch_sources",
     "check_feature_repo",
     "load_repo_objects",
     "open_feature_store",

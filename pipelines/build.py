@@ -118,11 +118,13 @@ class BuildReport:
 
     features_dir: Path
     files: list[FileResult]
-    participants: FileResult
+    participants: FileResult | None  # None: built without a participants.tsv (build_input)
     participants_skipped: list[RowProblem] = field(default_factory=list)
     accept_failing: bool = False
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: subjects no participants.tsv of the store lists (only without a participants.tsv)
+    unlisted_subjects: list[str] = field(default_factory=list)
 
     @property
     def computed(self) -> list[FileResult]:
@@ -150,7 +152,7 @@ class BuildReport:
             accept_failing=self.accept_failing,
             thresholds=self.thresholds,
             inputs=[qr.input_record(f) for f in self.files],
-            participants=qr.input_record(self.participants),
+            participants=None if self.participants is None else qr.input_record(self.participants),
             participants_skipped=self.participants_skipped,
         )
 
@@ -165,8 +167,15 @@ class BuildReport:
             f"  flagged windows: {sum(n_win and f.n_windows - f.n_good_windows for f in c)} "
             f"({sum(f.n_nonfinite_windows for f in c)} non-finite, "
             f"{sum(f.n_flat_windows for f in c)} with flat channels)",
-            f"  participants: {self.participants.snapshot_id} ({self.participants.status})",
         ]
+        if self.participants is not None:
+            p = self.participants
+            lines.append(f"  participants: {p.snapshot_id} ({p.status})")
+        if self.unlisted_subjects:
+            lines.append(
+                f"  warning: {len(self.unlisted_subjects)} subject(s) in no participants.tsv of "
+                f"the store (no demographics or labels): {self.unlisted_subjects[:5]}"
+            )
         if self.participants_skipped:
             lines.append(
                 f"  participants.tsv rows skipped (--lenient): {len(self.participants_skipped)}"
@@ -210,36 +219,86 @@ def build_features(
     FeatureTableError
         The features directory is unusable or locked by another build.
     """
-    opts = options or BuildOptions()
+    return _build(features_dir, inputs, participants, options or BuildOptions(), report=True)
+
+
+def build_input(
+    features_dir: str | Path,
+    path: str | Path,
+    participants: str | Path | None = None,
+    options: BuildOptions | None = None,
+) -> BuildReport:
+    """The snapshots of one input, exactly as :func:`build_features` would commit them.
+
+    The same snapshot ids, gates, participants parsing and re-evaluation of rows held back; the
+    report of the last ``build`` (``quality_report.json``) is left as it is. For
+    ``eegfs features push`` (:mod:`featurestore.push`).
+
+    Parameters
+    ----------
+    features_dir, options
+        As for :func:`build_features`.
+    path : path
+        One HDF5 window file.
+    participants : path or None
+        A participants.tsv listing every subject of ``path`` (its snapshot is built as by
+        ``build``). None: no participants snapshot; subjects that no participants.tsv of the
+        store lists are allowed and listed in :attr:`BuildReport.unlisted_subjects` (they get no
+        demographics and no questionnaire labels).
+    """
+    return _build(features_dir, [path], participants, options or BuildOptions(), report=False)
+
+
+def _build(
+    features_dir: str | Path,
+    inputs: Sequence[str | Path],
+    participants: str | Path | None,
+    opts: BuildOptions,
+    *,
+    report: bool,
+) -> BuildReport:
     features_dir = Path(features_dir)
     paths = list(dict.fromkeys(Path(p).resolve() for p in inputs))
     if not paths:
         raise InputDataError("no input files given; pass --input FILE.h5 [FILE.h5 ...]")
     with _locked_store(features_dir) as manifest:
-        people = load_participants(participants, lenient=opts.lenient_participants)
+        people = (
+            None
+            if participants is None
+            else load_participants(participants, lenient=opts.lenient_participants)
+        )
         with contextlib.ExitStack() as stack:
             opened = []
             for p in paths:
                 opened.append(open_windows(p, layout=opts.layout, sfreq=opts.sfreq))
                 stack.callback(opened[-1].close)
-            _check_inputs(opened, set(people.frame["subject_id"]), manifest, Path(participants))
-            part = build_participants_snapshot(
-                features_dir, manifest, Path(participants), people.frame, opts.force
-            )
+            if people is None:
+                unlisted = _check_unlisted(opened, manifest)
+            else:
+                unlisted = []
+                _check_subjects(opened, set(people.frame["subject_id"]), Path(participants))
+            _check_channels(opened, manifest)
+            part = None
+            if people is not None:
+                part = build_participants_snapshot(
+                    features_dir, manifest, Path(participants), people.frame, opts.force
+                )
             # one BLAS thread: the reader threads already keep every core busy
             with threadpool_limits(limits=1, user_api="blas"):
                 results = _build_files(features_dir, manifest, opened, opts)
         _reevaluate_held_back(features_dir, manifest, results, opts)
-        report = BuildReport(
+        out = BuildReport(
             features_dir=features_dir,
             files=results,
             participants=part,
-            participants_skipped=people.skipped,
+            participants_skipped=[] if people is None else people.skipped,
             accept_failing=opts.accept_failing,
             thresholds=opts.thresholds,
+            unlisted_subjects=unlisted,
         )
-        qr.write_report(features_dir, report.to_report())
-    return report
+        if report:
+            qr.write_report(features_dir, out.to_report())
+    return out
 
 
 @contextlib.contextmanager
@@ -271,10 +330,7 @@ def _locked_store(features_dir: Path) -> Iterator[ft.Manifest]:
         lock.release()
 
 
-def _check_inputs(
-    opened: list[H5Windows], known: set[str], manifest: ft.Manifest, participants: Path
-) -> None:
-    channels = dict(manifest.channels)
+def _check_subjects(opened: list[H5Windows], known: set[str], participants: Path) -> None:
     for w in opened:
         unknown = sorted(set(w.subject_ids) - known)
         if unknown:
@@ -283,6 +339,18 @@ def _check_inputs(
                 f"from {participants}: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}. Fix: pass "
                 "the participants.tsv that lists them (ids may carry 'sub-' or not)"
             )
+
+
+def _check_unlisted(opened: list[H5Windows], manifest: ft.Manifest) -> list[str]:
+    """Subjects of ``opened`` that no participants snapshot of the store lists."""
+    listed = ft.read_tables(manifest.files(ft.SUBJECT_DEMOGRAPHICS), columns=["subject_id"])
+    known = set() if listed is None else set(listed["subject_id"].to_pylist())
+    return sorted({s for w in opened for s in w.subject_ids} - known)
+
+
+def _check_channels(opened: list[H5Windows], manifest: ft.Manifest) -> None:
+    channels = dict(manifest.channels)
+    for w in opened:
         key = ft.challenge_dir(w.layout.challenge)
         if key in channels and len(channels[key]) != len(w.channel_names):
             continue  # another channel count: the channel_count gate holds the file's rows back
@@ -364,4 +432,5 @@ __all__ = [
     "BuildOptions",
     "BuildReport",
     "build_features",
+    "build_input",
 ]

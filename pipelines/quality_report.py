@@ -59,7 +59,7 @@ def build_report_document(
     accept_failing: bool,
     thresholds: QualityThresholds,
     inputs: list[dict],
-    participants: dict,
+    participants: dict | None,
     participants_skipped: Sequence[RowProblem],
 ) -> dict:
     """The report document (see the module docstring)."""
@@ -75,9 +75,9 @@ def build_report_document(
             1 for o in outcomes for v in o["subjects"].values() if v["promoted"] and v["reasons"]
         ),
         "inputs": inputs,
-        "participants": {
-            k: participants[k] for k in ("path", "snapshot_id", "status", "n_subjects")
-        },
+        "participants": None
+        if participants is None
+        else {k: participants[k] for k in ("path", "snapshot_id", "status", "n_subjects")},
         "participants_skipped": [
             {"line": p.line, "reason": p.reason} for p in participants_skipped
         ],

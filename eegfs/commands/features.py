@@ -1,7 +1,7 @@
-"""``eegfs features build|quality|apply|materialize|get|env``: thin wrappers over ``pipelines``
-(build, quality) and ``featurestore`` (the rest).
+"""``eegfs features build|push|quality|apply|materialize|get|env``: thin wrappers over
+``pipelines`` (build, quality) and ``featurestore`` (the rest).
 
-``build`` exits 0 when every row passed the data-quality gates (or was accepted), 3
+``build`` and ``push`` exit 0 when every row passed the data-quality gates (or was accepted), 3
 (:data:`eegfs.errors.EXIT_ROWS_REJECTED`) when it built but held rows back, 1 when it failed.
 """
 
@@ -115,6 +115,69 @@ def build(
     click.echo(report.summary())
     _print_rejected(report.to_report())
     if report.n_held_back:
+        ctx.exit(EXIT_ROWS_REJECTED)
+
+
+@features.command()
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="One HDF5 window file (a new recording).",
+)
+@click.option(
+    "--participants",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="participants.tsv listing the file's subjects (built and pushed as by `build`); "
+    "without it, subjects no participants.tsv of the store lists get no demographics.",
+)
+@layout_options
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--accept-failing", is_flag=True, help="Serve rows that fail a data-quality gate anyway."
+)
+@click.option("--lenient", is_flag=True, help="Skip bad participants.tsv rows instead of failing.")
+@click.pass_context
+def push(
+    ctx: click.Context,
+    input_path,
+    participants,
+    layout,
+    mapping,
+    sfreq,
+    no_progress,
+    accept_failing,
+    lenient,
+) -> None:
+    """Compute one new file's features and serve them online now, without a rebuild.
+
+    The file gets the snapshot a `build` of it would get (same kernel, gates and participants
+    parsing), and only its rows are written to Redis (Feast push); a later `build` of the same
+    file adds nothing. Needs `eegfs features apply` first. Exit status as for `build`: 0 all
+    served, 3 rows held back by a gate, 1 failed.
+
+    \b
+    Example:
+      eegfs features push --input new_subject.h5 --participants data/demo/participants.tsv
+    """
+    from eegfs.commands import parse_layout
+    from featurestore.push import push_file
+    from pipelines.build import BuildOptions
+
+    options = BuildOptions(
+        layout=parse_layout(layout, mapping),
+        sfreq=sfreq,
+        progress=not no_progress,
+        accept_failing=accept_failing,
+        lenient_participants=lenient,
+    )
+    settings: Settings = ctx.obj
+    result = push_file(settings, input_path, participants_path=participants, options=options)
+    click.echo(result.summary(settings.redis_url))
+    _print_rejected(result.build.to_report())
+    if result.held_back:
         ctx.exit(EXIT_ROWS_REJECTED)
 
 

@@ -21,7 +21,7 @@ from featurestore.labels import (
     check_label_exclusion,
     label_feature_names,
 )
-from featurestore.repo import check_feature_repo, load_repo_objects
+from featurestore.repo import batch_sources, check_feature_repo, load_repo_objects
 from featurestore.shell_env import feast_connection_string
 from pipelines import feature_tables as ft
 from pipelines.build import BuildOptions, build_features
@@ -269,7 +269,7 @@ def test_feature_store_yaml_takes_redis_from_the_environment(monkeypatch, redis_
     monkeypatch.setenv("EEGFS_FEAST_REDIS", feast_connection_string(redis_url))
     cfg = load_repo_config(FEATURE_REPO, FEATURE_REPO / "feature_store.yaml")
     assert cfg.online_store.connection_string == feast_connection_string(redis_url)
-    for src in load_repo_objects(FEATURE_REPO).sources:
+    for src in batch_sources(load_repo_objects(FEATURE_REPO).sources):
         assert not src.path.startswith("/") and src.path.startswith("../data/features/")
 
 
