@@ -45,14 +45,6 @@ def parse_marker(raw: bytes | None) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def write_marker(redis_client, project: str, url: str, value: dict) -> None:
-    """Write the marker (``value`` as JSON)."""
-    try:
-        redis_client.set(marker_key(project), json.dumps(value))
-    except Exception as exc:
-        raise redis_failure(exc, url, "writing the materialization marker") from exc
-
-
 def marker_value(snapshot_ids: Iterable[str], **extra) -> dict:
     """A new marker naming ``snapshot_ids`` (the id of the set, a time and a fresh nonce)."""
     served = sorted(set(snapshot_ids))
@@ -65,23 +57,36 @@ def marker_value(snapshot_ids: Iterable[str], **extra) -> dict:
     }
 
 
-def add_to_marker(redis_client, project: str, url: str, snapshot_ids: Iterable[str]) -> dict:
-    """Add ``snapshot_ids`` to the marker (atomically: WATCH, retried if another writer won).
+def merge_marker(
+    redis_client,
+    project: str,
+    url: str,
+    snapshot_ids: Iterable[str],
+    *,
+    end: str | None = None,
+    pushed: list[str] | None = None,
+) -> dict:
+    """Make the marker name ``snapshot_ids`` as well as those it already names, atomically
+    (WATCH/MULTI, retried when another writer got in between), so a push and a materialize that
+    finish at the same moment never drop each other's snapshots.
 
-    Returns the new value; ``pushed`` lists the ids added, ``end`` is kept.
+    ``end`` replaces the stored materialization end (kept when None); ``pushed`` records the
+    ids a push added. Returns the new value.
     """
     key = marker_key(project)
-    added = sorted(set(snapshot_ids))
     try:
         with redis_client.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key)
                     old = parse_marker(pipe.get(key)) or {}
-                    extra = {"end": old["end"]} if "end" in old else {}
-                    value = marker_value(
-                        [*old.get("snapshot_ids", []), *added], **extra, pushed=added
-                    )
+                    extra: dict = {}
+                    if end is not None or "end" in old:
+                        extra["end"] = end if end is not None else old["end"]
+                    if pushed is not None:
+                        extra["pushed"] = pushed
+                    ids = [*old.get("snapshot_ids", []), *snapshot_ids]
+                    value = marker_value(ids, **extra)
                     pipe.multi()
                     pipe.set(key, json.dumps(value))
                     pipe.execute()
@@ -92,11 +97,17 @@ def add_to_marker(redis_client, project: str, url: str, snapshot_ids: Iterable[s
         raise redis_failure(exc, url, "updating the materialization marker") from exc
 
 
+def add_to_marker(redis_client, project: str, url: str, snapshot_ids: Iterable[str]) -> dict:
+    """Add the snapshots a push wrote to the marker; ``pushed`` lists them, ``end`` is kept."""
+    added = sorted(set(snapshot_ids))
+    return merge_marker(redis_client, project, url, added, pushed=added)
+
+
 __all__ = [
     "add_to_marker",
+    "merge_marker",
     "marker_key",
     "marker_value",
     "parse_marker",
     "read_marker_raw",
-    "write_marker",
 ]

@@ -9,7 +9,7 @@ from featurestore import feast_adapter
 from featurestore.connection import redis_failure
 from featurestore.errors import FeatureStoreError
 from featurestore.labels import check_label_exclusion
-from featurestore.marker import marker_value, parse_marker, read_marker_raw, write_marker
+from featurestore.marker import merge_marker, parse_marker, read_marker_raw
 from featurestore.repo import (
     TABLE_TAG,
     batch_sources,
@@ -98,9 +98,10 @@ def materialize_snapshots(
         stamps = _first_new_stamps(new, table)
         if stamps:
             _materialize_view(store, settings, view, min(stamps) - timedelta(seconds=1), end)
-    value = marker_value(done | set(ready), end=end.isoformat())
-    write_marker(redis_client, project, settings.redis_url, value)
-    return value
+    # Merged, not overwritten: a push that finished meanwhile keeps its snapshots listed.
+    return merge_marker(
+        redis_client, project, settings.redis_url, sorted(done | set(ready)), end=end.isoformat()
+    )
 
 
 def _materialize_view(store, settings: Settings, view: str, start: datetime, end: datetime):
