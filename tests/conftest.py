@@ -26,6 +26,7 @@ import itertools
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -172,13 +173,34 @@ def settings(tmp_path, redis_url, mongo_server_uri, mongo_db_name) -> Settings:
 @pytest.fixture
 def cli_env(settings) -> dict[str, str]:
     """Environment for the ``eegfs`` CLI that points at this test's servers and data directory."""
-    return {
-        "REDIS_URL": settings.redis_url,
-        "MONGO_URI": settings.mongo_uri,
-        "MONGO_DB": settings.mongo_db,
-        "EEGFS_DATA_DIR": str(settings.data_dir),
-        "EEGFS_FEATURE_REPO": str(settings.feature_repo),
-    }
+    return settings.to_env()
+
+
+def make_clean_repo(path: Path) -> Path:
+    """A git repository at ``path`` with one commit and no changes (a run identity exists)."""
+    path.mkdir()
+    (path / "code.py").write_text("print('v1')\n")
+    for args in (
+        ["init", "-q"],
+        ["add", "code.py"],
+        ["-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "v1"],
+    ):
+        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture
+def clean_repo(tmp_path, monkeypatch) -> Path:
+    """A clean one-commit git repository (:func:`make_clean_repo`) as the working directory."""
+    repo = make_clean_repo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def clean_repo_at():
+    """``clean_repo_at(path)``: :func:`make_clean_repo` for tests that need it elsewhere."""
+    return make_clean_repo
 
 
 @pytest.fixture

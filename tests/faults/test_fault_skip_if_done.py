@@ -22,27 +22,15 @@ from tracking import Tracker
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _clean_repo(path: Path) -> Path:
-    path.mkdir()
-    (path / "code.py").write_text("print('v1')\n")
-    for args in (
-        ["init", "-q"],
-        ["add", "code.py"],
-        ["-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "v1"],
-    ):
-        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
-    return path
-
-
 def test_two_skip_if_done_trainings_started_at_once_train_once(
-    settings, cli_env, small_demo, tmp_path
+    settings, cli_env, small_demo, tmp_path, clean_repo_at
 ):
     files = [str(p) for p in sorted(small_demo.challenge2.values())]
     command = [sys.executable, "-m", "eegfs", "train", "--challenge", "2", "--data", *files]
     command += ["--epochs", "1", "--batch-size", "8", "--workers", "0", "--features", "none"]
     command += ["--no-progress", "--skip-if-done"]
     env = {**os.environ, **cli_env, "PYTHONPATH": str(REPO)}
-    cwd = _clean_repo(tmp_path / "repo")
+    cwd = clean_repo_at(tmp_path / "repo")
     processes = [
         subprocess.Popen(
             command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

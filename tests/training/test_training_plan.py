@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import threading
 from datetime import datetime
 
@@ -218,24 +217,8 @@ def test_a_resumed_plan_holds_the_latest_checkpoint(train_settings, feature_env)
 CLEAN = {"commit": "c" * 40, "dirty": False}
 
 
-@pytest.fixture
-def clean_repo(tmp_path, monkeypatch):
-    """A git repository with one commit and no changes, as the working directory."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "code.py").write_text("print('v1')\n")
-    for args in (
-        ["init", "-q"],
-        ["add", "code.py"],
-        ["-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "v1"],
-    ):
-        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-    monkeypatch.chdir(repo)
-    return repo
-
-
 def test_skip_if_done_defers_to_the_identical_run_and_a_dirty_tree_trains(
-    train_settings, feature_env, clean_repo, cli_env_for
+    train_settings, feature_env, clean_repo
 ):
     from eegfs.cli import cli
 
@@ -244,7 +227,7 @@ def test_skip_if_done_defers_to_the_identical_run_and_a_dirty_tree_trains(
     assert isinstance(done, TrainResult)
     args = ["train", "--challenge", "2", "--data", *feature_env.c2_files, "--epochs", "1"]
     args += ["--batch-size", "8", "--workers", "2", "--no-progress", "--skip-if-done"]
-    runner = CliRunner(env=cli_env_for(train_settings))
+    runner = CliRunner(env=train_settings.to_env())
     out = runner.invoke(cli, args, catch_exceptions=False)
     assert out.exit_code == 0, out.output
     assert f"an identical run is already recorded: experiment {done.experiment_id}" in out.output
@@ -329,20 +312,6 @@ def test_a_claim_whose_holder_failed_is_taken_over(train_settings, feature_env, 
     deferred = train(train_settings, config, progress=False, skip_if_done=True, code=CLEAN)
     assert isinstance(deferred, Deferred) and deferred.experiment_id == again.experiment_id
     assert deferred.state == "completed"
-
-
-@pytest.fixture
-def cli_env_for():
-    def env(settings) -> dict[str, str]:
-        return {
-            "REDIS_URL": settings.redis_url,
-            "MONGO_URI": settings.mongo_uri,
-            "MONGO_DB": settings.mongo_db,
-            "EEGFS_DATA_DIR": str(settings.data_dir),
-            "EEGFS_FEATURE_REPO": str(settings.feature_repo),
-        }
-
-    return env
 
 
 def test_the_run_log_keeps_a_record_that_cannot_be_formatted():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,32 +20,6 @@ from training.config import TrainConfig
 from training.errors import ReproduceError
 from training.reproduce import compare_epochs, reproduce
 from training.runner import train
-
-
-@pytest.fixture
-def clean_repo(tmp_path, monkeypatch):
-    """A git repository with one commit and no changes, as the working directory."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "code.py").write_text("print('v1')\n")
-    for args in (
-        ["init", "-q"],
-        ["add", "code.py"],
-        ["-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "v1"],
-    ):
-        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-    monkeypatch.chdir(repo)
-    return repo
-
-
-def _cli_env(settings) -> dict[str, str]:
-    return {
-        "REDIS_URL": settings.redis_url,
-        "MONGO_URI": settings.mongo_uri,
-        "MONGO_DB": settings.mongo_db,
-        "EEGFS_DATA_DIR": str(settings.data_dir),
-        "EEGFS_FEATURE_REPO": str(settings.feature_repo),
-    }
 
 
 def _demo_run(settings, env) -> str:
@@ -76,7 +49,7 @@ def test_reproduce_of_the_demo_run_gives_identical_metrics(train_settings, featu
     from eegfs.cli import cli
 
     run_id = _demo_run(train_settings, feature_env)
-    out = CliRunner(env=_cli_env(train_settings)).invoke(
+    out = CliRunner(env=train_settings.to_env()).invoke(
         cli, ["runs", "reproduce", run_id, "--no-progress"], catch_exceptions=False
     )
     assert out.exit_code == 0, out.output
