@@ -222,6 +222,9 @@ def start_mongo(port: int, workdir: Path, *, timeout_s: float = 60.0) -> LocalSe
         *(sys.executable, "-m", "secantus"),
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--storage-path", str(workdir / "db"), "--log-level", "WARNING"),
+        # fsync the write-ahead log on every commit: without it secantusdb acknowledges j:true
+        # writes once they are in the OS's buffers (safe from a process kill, not a power cut).
+        "--sync-on-commit",
     ]
     return _start_server(
         "mongodb",
