@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,15 +182,22 @@ def predict_file(
     clock.lap("load")
     index = index_file(model, path)
     clock.lap("index")
-    sha = input_sha256(settings, data)
-    clock.lap("hash")
-    subjects = sorted(set(index.subjects.tolist()))
-    features = None
-    if model.features.service is not None:
-        features = gather_features(settings, model.features, subjects, path, push=push, echo=say)
-    clock.lap("features")
-    y_true, y_pred = run_inference(model, index, features, batch_size=batch_size, workers=workers)
-    clock.lap("inference")
+    # hashed beside the features and inference (hashlib releases the GIL), unless cached
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as pool:
+        sha_future = pool.submit(input_sha256, settings, data)
+        subjects = sorted(set(index.subjects.tolist()))
+        features = None
+        if model.features.service is not None:
+            features = gather_features(
+                settings, model.features, subjects, path, push=push, echo=say
+            )
+        clock.lap("features")
+        y_true, y_pred = run_inference(
+            model, index, features, batch_size=batch_size, workers=workers
+        )
+        clock.lap("inference")
+        sha = sha_future.result()
+        clock.lap("hash_wait")
     has_target = bool(index.files[0].target_name)
     targets = y_true if has_target else None
     sources = {} if features is None else features.sources
