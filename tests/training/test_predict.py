@@ -146,6 +146,9 @@ def test_a_file_of_other_channels_is_refused_naming_both_shapes(registered, feat
     assert "Traceback" not in done.output
     assert f"{narrow} has 64 channels x 400 samples at 100 Hz" in done.output
     assert f"model {MODEL} v1 was trained on 129 channels x 400 samples at 100 Hz" in done.output
+    assert not list((settings.data_dir / "predictions").glob("narrow.*"))  # nothing written
+    with open_database(settings) as db:
+        assert db[PREDICTIONS].count_documents({"input.path": str(narrow.resolve())}) == 0
 
 
 def test_a_subject_the_store_does_not_know_is_pushed_first(registered, feature_env, tmp_path):
