@@ -36,7 +36,7 @@ from training.predict_model import (
 )
 
 #: Windows per inference batch (evaluation needs no gradients: large batches are cheap).
-DEFAULT_BATCH_SIZE = 512
+DEFAULT_BATCH_SIZE = 256
 
 
 @dataclass

@@ -27,7 +27,7 @@ from services.settings import Settings
     "default <data dir>/predictions/<file>.<model>-v<N>.parquet.",
 )
 @click.option("--device", default="cpu", help="cpu, cuda, cuda:N or auto.")
-@click.option("--batch-size", type=int, default=512, help="Windows per inference batch.")
+@click.option("--batch-size", type=int, default=256, help="Windows per inference batch.")
 @click.option("--workers", type=int, default=0, help="Loader worker processes (0: main process).")
 @click.option(
     "--no-push",
@@ -46,11 +46,13 @@ def predict(
     Example:
       eegfs predict --model demo-c2@production --data data/demo/challenge2_R2.h5
     """
+    from services.memory import retain_freed_memory
     from training.predict import format_prediction, predict_file
     from training.prepare import resolve_device
 
     if batch_size < 1 or workers < 0:
         raise click.UsageError("--batch-size must be >= 1 and --workers >= 0")
+    retain_freed_memory()  # batches reuse freed memory instead of faulting in new pages
     result = predict_file(
         settings,
         model_spec,
