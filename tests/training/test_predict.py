@@ -122,6 +122,15 @@ def test_predictions_of_the_validation_release_give_the_recorded_validation_nrms
     assert set(subjects["feature_source"]) == {"snapshot"}
     with open_database(settings) as db:
         (doc,) = db[PREDICTIONS].find({"input.path": str(Path(r2).resolve())})
+        lineage = ModelRegistry(db).get_version(MODEL, "production")["lineage"]
+    # recorded at registration from the run's features.service and data summary
+    assert lineage["feature_service"] == "challenge2_inputs_v1" and lineage["snapshot_ids"]
+    assert lineage["data"] == {
+        "n_channels": 129,
+        "sfreq": 100.0,
+        "window_samples": 400,
+        "crop_samples": 200,
+    }
     assert doc["model"]["name"] == MODEL and doc["model"]["version"] == 1
     assert doc["counts"]["windows"] == len(index) and doc["counts"]["subjects"] == n_subjects
     assert doc["counts"]["sources"] == {
