@@ -40,6 +40,8 @@ def cli(ctx: click.Context, log_level: str) -> None:
       eegfs features get --subject NDARAA000001
       eegfs train --challenge 2 --data data/demo/challenge2_R*.h5
       eegfs runs list
+      eegfs models register NAME CHECKPOINT_ID --alias production
+      eegfs predict --model NAME@production --data data/demo/challenge2_R2.h5
 
     Settings come from the environment or a .env file: REDIS_URL, MONGO_URI, MONGO_DB,
     EEGFS_DATA_DIR (default data/), EEGFS_FEATURE_REPO (default feature_repo/),
@@ -68,6 +70,7 @@ from eegfs.commands import (  # noqa: E402
     features,
     jobs,
     models,
+    predict,
     runs,
     services,
     subjects,
@@ -81,6 +84,7 @@ for _group in (
     features,
     runs,
     models,
+    predict,
     subjects,
     datasets,
     database,

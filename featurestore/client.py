@@ -218,7 +218,13 @@ class FeatureStoreClient:
         return matrices.fill_matrix(plan, len(block), column), matrices.column_names(plan)
 
     # --- historical -----------------------------------------------------------------------
-    def get_historical_features(self, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
+    def get_historical_features(
+        self,
+        entity_df: pd.DataFrame,
+        service: str,
+        *,
+        snapshot_ids: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
         """Point-in-time correct features of ``service`` for each row of ``entity_df``.
 
         Parameters
@@ -232,15 +238,22 @@ class FeatureStoreClient:
             Exactly one row per entity row, same order, columns ``subject_id``,
             ``event_timestamp`` (UTC) + :meth:`feature_names`; NaN where no value existed at
             that time (see :mod:`featurestore.historical`).
+        snapshot_ids : sequence of str, optional
+            Read only the rows of these offline snapshots (e.g. the ones a model recorded).
         """
         self._check_open()
-        return self._offline.features(entity_df, self.service_info(service))
+        ids = None if snapshot_ids is None else frozenset(snapshot_ids)
+        return self._offline.features(entity_df, self.service_info(service), ids)
 
     def get_historical_matrix(
-        self, entity_df: pd.DataFrame, service: str
+        self,
+        entity_df: pd.DataFrame,
+        service: str,
+        *,
+        snapshot_ids: Sequence[str] | None = None,
     ) -> tuple[np.ndarray, list[str]]:
         """``(X, columns)``: float32 matrix of :meth:`get_historical_features` (NaN missing)."""
-        frame = self.get_historical_features(entity_df, service)
+        frame = self.get_historical_features(entity_df, service, snapshot_ids=snapshot_ids)
         plan = self._plans.get(self.service_info(service))
         return matrices.frame_matrix(plan, frame), matrices.column_names(plan)
 

@@ -7,6 +7,7 @@ issue 6787); the values equal Feast's where Feast returns a row (a test checks i
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,37 @@ from services.ids import normalize_subject_id
 TIME_COLUMNS = ("event_timestamp", "created")
 
 
-def table_files(manifest: ft.Manifest, table: str) -> list[Path]:
-    """Committed files of ``table`` (e.g. ``subject_features/challenge2``), oldest first."""
+def table_files(
+    manifest: ft.Manifest, table: str, snapshot_ids: Collection[str] | None = None
+) -> list[Path]:
+    """Committed files of ``table`` (e.g. ``subject_features/challenge2``), oldest first.
+
+    ``snapshot_ids`` limits them to those snapshots (e.g. the ones a model was trained with).
+    """
     rows = []
     for snap in manifest.snapshots.values():
+        if snapshot_ids is not None and snap["snapshot_id"] not in snapshot_ids:
+            continue
         for rel in snap.get("files", {}).values():
             if str(Path(rel).parent) == table:
                 path = Path(manifest.features_dir) / rel
                 rows.append((snap["event_timestamp"], snap["snapshot_id"], path))
     return [p for *_, p in sorted(rows)]
+
+
+def snapshots_time(
+    features_dir: Path, snapshot_ids: Collection[str]
+) -> tuple[pd.Timestamp | None, list[str]]:
+    """(latest ``event_timestamp`` of ``snapshot_ids``, ids not in the offline store).
+
+    Reading a recorded snapshot set as of that time, limited to those snapshots, gives the
+    latest row of each subject among them: what a materialization of them served.
+    """
+    manifest = ft.Manifest.load(features_dir)
+    present = [s for s in snapshot_ids if s in manifest.snapshots]
+    missing = sorted(set(snapshot_ids) - set(present))
+    stamps = [pd.Timestamp(manifest.snapshots[s]["event_timestamp"]) for s in present]
+    return (max(stamps) if stamps else None), missing
 
 
 def _entity_frame(entity_df: pd.DataFrame) -> pd.DataFrame:
@@ -65,9 +88,12 @@ class OfflineReader:
         """Forget the tables read so far."""
         self._tables.clear()
 
-    def table(self, table: str, columns: list[str]) -> pd.DataFrame:
-        """``columns`` (with ids and times) of every committed file of ``table``."""
-        files = table_files(ft.Manifest.load(self.features_dir), table)
+    def table(
+        self, table: str, columns: list[str], snapshot_ids: Collection[str] | None = None
+    ) -> pd.DataFrame:
+        """``columns`` (with ids and times) of every committed file of ``table`` (of
+        ``snapshot_ids`` only, when given)."""
+        files = table_files(ft.Manifest.load(self.features_dir), table, snapshot_ids)
         stamp = tuple((str(p), p.stat().st_mtime_ns) for p in files if p.exists())
         key = (table, tuple(columns), stamp)
         cached = self._tables.get(key)
@@ -81,11 +107,18 @@ class OfflineReader:
         self._tables[key] = df
         return df
 
-    def features(self, entity_df: pd.DataFrame, info: ServiceInfo) -> pd.DataFrame:
+    def features(
+        self,
+        entity_df: pd.DataFrame,
+        info: ServiceInfo,
+        snapshot_ids: Collection[str] | None = None,
+    ) -> pd.DataFrame:
         """Point-in-time correct features of ``info`` for each row of ``entity_df``.
 
         Exactly one row per entity row, same order, columns ``subject_id``, ``event_timestamp``
-        (UTC) + the service's features; NaN where no value existed at that time.
+        (UTC) + the service's features; NaN where no value existed at that time. With
+        ``snapshot_ids``, only the rows of those snapshots are candidates (a recorded
+        snapshot set, read as it was whatever was built since).
         """
         ents = _entity_frame(entity_df)
         out: dict[str, Any] = {
@@ -101,7 +134,8 @@ class OfflineReader:
             if not table:
                 raise FeatureStoreError(f"view {view!r}: its source has no {TABLE_TAG!r} tag")
             cols = [f for f, _ in feats]
-            joined = point_in_time_join(ents, self.table(table, cols), cols, ttl=fv.ttl)
+            rows = self.table(table, cols, snapshot_ids)
+            joined = point_in_time_join(ents, rows, cols, ttl=fv.ttl)
             for f, kind in feats:
                 out[f] = normalize_column(joined[f].to_numpy(), kind)
         result = pd.DataFrame(out, copy=False)
@@ -109,4 +143,4 @@ class OfflineReader:
         return result[[ENTITY_KEY, "event_timestamp", *info.names]]
 
 
-__all__ = ["OfflineReader", "table_files"]
+__all__ = ["OfflineReader", "snapshots_time", "table_files"]

@@ -9,7 +9,12 @@
 
     {name, version, checkpoint_id, sha256, size_bytes, path, host, gridfs_id, portable,
      lineage: {experiment_id, experiment_name, challenge, epoch, metrics, checkpoint_sha256,
-               feature_service, snapshot_id, code_commit, code_dirty, model}, created_at, ...}
+               feature_service, snapshot_id, snapshot_ids, features: {mode, feature_set,
+               as_of, n_columns}, data: {n_channels, sfreq, window_samples, crop_samples},
+               code_commit, code_dirty, model}, created_at, ...}
+
+The run records its feature service under ``features.service`` (training/features.py);
+``lineage.feature_service`` is read from there (older runs wrote ``feature_service``).
 
 Moving an alias is one single-document update, so readers see the old or the new version,
 never neither. Registering makes sure the file is in GridFS, so ``load_model`` works on a
@@ -59,6 +64,11 @@ def _check_alias(alias: str) -> str:
             f"alias {alias!r} looks like a version number; use a word such as 'production'"
         )
     return alias
+
+
+def _data_shape(data: dict[str, Any]) -> dict[str, Any]:
+    """The shape of the windows a run trained on (what a prediction input must match)."""
+    return {k: data.get(k) for k in ("n_channels", "sfreq", "window_samples", "crop_samples")}
 
 
 class ModelRegistry:
@@ -139,8 +149,13 @@ class ModelRegistry:
                 "epoch": ckpt.get("epoch"),
                 "metrics": ckpt.get("metrics"),
                 "checkpoint_sha256": ckpt.get("sha256"),
-                "feature_service": features.get("feature_service"),
+                "feature_service": features.get("service") or features.get("feature_service"),
                 "snapshot_id": features.get("snapshot_id"),
+                "snapshot_ids": list(features.get("snapshot_ids") or []),
+                "features": {
+                    k: features.get(k) for k in ("mode", "feature_set", "as_of", "n_columns")
+                },
+                "data": _data_shape(exp.get("data") or {}),
                 "code_commit": code.get("commit"),
                 "code_dirty": code.get("dirty"),
                 "model": exp.get("model"),

@@ -13,6 +13,8 @@ Collections (database ``settings.mongo_db``, default ``eeg2025``):
 ``migrations``    one document per migrated SQLite source file
 ``claims``        one document per run identity being trained with --skip-if-done (``_id`` is
                   the identity, so the ``_id`` index is its unique key; see tracking/claims.py)
+``predictions``   one document per ``eegfs predict`` (model version, input sha256, feature
+                  snapshots, counts, timing, output files; see tracking/predictions.py)
 ``fs.files`` / ``fs.chunks``  GridFS bucket ``fs`` (uploaded checkpoints)
 """
 
@@ -31,6 +33,7 @@ MODELS = "models"
 MODEL_VERSIONS = "model_versions"
 MIGRATIONS = "migrations"
 CLAIMS = "claims"
+PREDICTIONS = "predictions"
 GRIDFS_BUCKET = "fs"
 
 #: Points per ``metrics`` bucket document: 1000 points of ~10 metrics stay far below 16 MB.
@@ -117,6 +120,14 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("lineage.experiment_id", ASCENDING)], name="experiment"),
     ],
     MIGRATIONS: [IndexModel([("source.sha256", ASCENDING)], name="source", unique=True)],
+    PREDICTIONS: [
+        IndexModel(
+            [("model.name", ASCENDING), ("model.version", ASCENDING), ("created_at", DESCENDING)],
+            name="model_created",
+        ),
+        IndexModel([("input.sha256", ASCENDING)], name="input_sha256"),
+        IndexModel([("created_at", DESCENDING)], name="created_at"),
+    ],
 }
 
 

@@ -7,6 +7,9 @@
      +-- FeatureError             features are missing under the "fail" policy, or a label
      |                            would reach the model inputs
      +-- CheckpointError          a checkpoint cannot be written, found or read back
+     +-- ReproduceError           a recorded run cannot be rebuilt from its record
+     +-- PredictError             a registered model cannot predict a file as given (shapes
+                                  differ, lineage incomplete)
 """
 
 from __future__ import annotations
@@ -32,4 +35,15 @@ class ReproduceError(TrainingError):
     """A recorded run cannot be rebuilt from its record (snapshot missing or modified, ...)."""
 
 
-__all__ = ["CheckpointError", "DataError", "FeatureError", "ReproduceError", "TrainingError"]
+class PredictError(TrainingError):
+    """A file cannot be predicted by a registered model (other shapes, incomplete lineage)."""
+
+
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "FeatureError",
+    "PredictError",
+    "ReproduceError",
+    "TrainingError",
+]

@@ -100,7 +100,11 @@ class WindowIndex:
 
 
 def read_file_info(
-    path: str | os.PathLike[str], *, target: str | None = None, layout: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    target: str | None = None,
+    layout: str | None = None,
+    require_target: bool = True,
 ) -> tuple[FileInfo, np.ndarray, np.ndarray]:
     """Validate one file (with :func:`pipelines.hdf5_io.open_windows`) and read its labels.
 
@@ -112,6 +116,9 @@ def read_file_info(
         Challenge 1 files); default per layout (:data:`DEFAULT_TARGETS`).
     layout : str, optional
         ``challenge1`` or ``challenge2``; default: detected.
+    require_target : bool
+        When False, a file without the target label is accepted: its targets are all NaN and
+        ``info.target_name`` is ``""`` (prediction on new recordings).
 
     Returns
     -------
@@ -135,13 +142,17 @@ def read_file_info(
     with windows:
         name = windows.layout.name
         target_name = target or DEFAULT_TARGETS.get(name)
-        if target_name not in windows.labels:
+        if target_name not in windows.labels and not require_target:
+            target_name = ""
+            targets = np.full(windows.n_windows, np.nan, dtype=np.float32)
+        elif target_name not in windows.labels:
             raise DataError(
                 f"{windows.path}: no target {target_name!r} in this {name} file; it has "
                 f"{sorted(windows.labels) or 'no labels'} (datasets "
                 f"{dict(windows.layout.labels)}). Pass --target with one of them"
             )
-        targets = np.asarray(windows.labels[target_name], dtype=np.float32)
+        else:
+            targets = np.asarray(windows.labels[target_name], dtype=np.float32)
         info = FileInfo(
             path=str(windows.path),
             layout=name,
@@ -161,9 +172,16 @@ def read_file_info(
 
 
 def build_index(
-    paths: Sequence[str | os.PathLike[str]], *, target: str | None = None, layout: str | None = None
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    target: str | None = None,
+    layout: str | None = None,
+    keep_unlabelled: bool = False,
 ) -> WindowIndex:
     """Index the usable windows of ``paths``; windows whose target is NaN are dropped and counted.
+
+    With ``keep_unlabelled`` (prediction), every window is kept, its target NaN when missing,
+    and a file without the target label is accepted (``FileInfo.target_name`` is ``""``).
 
     Raises
     ------
@@ -177,7 +195,9 @@ def build_index(
     file_idx, rows, subjects, targets, releases = [], [], [], [], []
     all_subjects: set[str] = set()
     for i, path in enumerate(paths):
-        info, subj, targ = read_file_info(path, target=target, layout=layout)
+        info, subj, targ = read_file_info(
+            path, target=target, layout=layout, require_target=not keep_unlabelled
+        )
         if infos:
             first = infos[0]
             if info.ch_names != first.ch_names:
@@ -193,7 +213,7 @@ def build_index(
                 )
         infos.append(info)
         all_subjects.update(subj.tolist())
-        keep = ~np.isnan(targ)
+        keep = np.ones(targ.shape, dtype=bool) if keep_unlabelled else ~np.isnan(targ)
         kept = np.flatnonzero(keep)
         file_idx.append(np.full(kept.shape[0], i, dtype=np.int32))
         rows.append(kept.astype(np.int64))

@@ -1,4 +1,4 @@
-"""``eegfs models``: the model registry (list, show, register, alias, fetch)."""
+"""``eegfs models``: the model registry (list, show, register, alias, fetch, predictions)."""
 
 from __future__ import annotations
 
@@ -134,6 +134,34 @@ def models_fetch(settings: Settings, name, alias_or_version, dest) -> None:
     with open_database(settings) as db:
         path = ModelRegistry(db).fetch(name, alias_or_version, dest)
     click.echo(str(path))
+
+
+@models.command("predictions")
+@click.argument("name", required=False)
+@click.option("--limit", type=int, default=20, show_default=True, help="Newest N.")
+@click.pass_obj
+def models_predictions(settings: Settings, name, limit) -> None:
+    """Recorded `eegfs predict` runs (of model NAME, or all), newest first."""
+    from rich.table import Table
+
+    from tracking.predictions import list_predictions
+
+    table = Table("id", "created", "model", "input", "windows", "subjects", "sources", "seconds")
+    for p in list_predictions(settings, model=name, limit=limit):
+        counts, model = p.get("counts") or {}, p.get("model") or {}
+        sources = ", ".join(f"{k} {v}" for k, v in (counts.get("sources") or {}).items() if v)
+        table.add_row(
+            str(p["_id"]),
+            cell(p.get("created_at")),
+            f"{model.get('name')} v{model.get('version')}",
+            f"{Path((p.get('input') or {}).get('path') or '-').name} "
+            f"{((p.get('input') or {}).get('sha256') or '')[:12]}",
+            cell(counts.get("windows")),
+            cell(counts.get("subjects")),
+            sources or "-",
+            cell((p.get("timing") or {}).get("total_s")),
+        )
+    console().print(table)
 
 
 def register(cli: click.Group) -> None:
