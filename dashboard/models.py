@@ -100,6 +100,65 @@ def versions_frame(db: Database, name: str | None = None, *, limit: int = 500) -
     return pd.DataFrame(rows, columns=VERSION_COLUMNS)
 
 
+PREDICTION_COLUMNS = [
+    "created_at",
+    "name",
+    "version",
+    "input",
+    "windows",
+    "subjects",
+    "from_snapshot",
+    "from_online",
+    "pushed",
+    "subject_nrmse",
+    "windows_per_s",
+    "out",
+    "host",
+    "id",
+]
+
+
+def predictions_frame(db: Database, name: str | None = None, *, limit: int = 50) -> pd.DataFrame:
+    """The latest ``limit`` ``eegfs predict`` runs (of model ``name``), newest first.
+
+    Columns :data:`PREDICTION_COLUMNS`: when, which model version, the input file, how many
+    windows and subjects, where each subject's features came from (the model's snapshot, the
+    online store, or pushed first), the subject-level NRMSE when the file had targets, speed,
+    the window Parquet written, host and the document id. Per-subject sources are not read.
+    """
+    query = {} if name is None else {"model.name": name}
+    cursor = (
+        db[sources.PREDICTIONS]
+        .find(query, {"subject_sources": 0})
+        .sort("created_at", -1)
+        .limit(int(limit))
+    )
+    return pd.DataFrame([_prediction_row(d) for d in cursor], columns=PREDICTION_COLUMNS)
+
+
+def _prediction_row(doc: dict[str, Any]) -> dict[str, Any]:
+    model, counts = doc.get("model") or {}, doc.get("counts") or {}
+    origin = counts.get("sources") or {}
+    total_s = (doc.get("timing") or {}).get("total_s")
+    windows = counts.get("windows")
+    return {
+        "created_at": doc.get("created_at"),
+        "name": model.get("name"),
+        "version": model.get("version"),
+        "input": (doc.get("input") or {}).get("path"),
+        "windows": windows,
+        "subjects": counts.get("subjects"),
+        "from_snapshot": origin.get("snapshot", 0),
+        "from_online": origin.get("online", 0),
+        "pushed": origin.get("pushed", 0),
+        "subject_nrmse": (doc.get("metrics") or {}).get("subject_nrmse"),
+        "windows_per_s": windows / total_s if windows and total_s else None,
+        "out": (doc.get("out") or {}).get("windows"),
+        "host": doc.get("host"),
+        "id": str(doc["_id"]),
+    }
+
+
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 

@@ -43,6 +43,7 @@ from tracking.schema import (
     METRICS,
     MODEL_VERSIONS,
     MODELS,
+    PREDICTIONS,
 )
 from tracking.spool import SPOOL_GLOB, default_spool_dir
 from tracking.status import (
@@ -102,6 +103,7 @@ __all__ = [
     "EXPERIMENTS",
     "METRICS",
     "MODELS",
+    "PREDICTIONS",
     "MODEL_VERSIONS",
     "RUNNING",
     "PipelineError",

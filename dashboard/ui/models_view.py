@@ -1,5 +1,5 @@
 """Models page: the registry (models, versions, aliases, metrics, lineage), read-only, with the
-``eegfs models`` command for each change."""
+``eegfs models`` command for each change, and the predictions made with registered models."""
 
 from __future__ import annotations
 
@@ -40,7 +40,32 @@ def registry(ctx: PageContext) -> None:
         st.code(command, language="bash")
 
 
-SECTIONS = (registry,)
+def predictions(ctx: PageContext) -> None:
+    st.markdown("#### Predictions")
+    names = ["all models", *models.models_frame(ctx.db)["name"].tolist()]
+    name = st.selectbox("predictions of", names, key="predictions_model")
+    frame = models.predictions_frame(ctx.db, None if name == "all models" else name)
+    if frame.empty:
+        st.info(
+            "No predictions recorded yet. `eegfs predict --model NAME@ALIAS --data FILE.h5` "
+            "writes Parquet and records each run here (docs/predict.md)."
+        )
+        return
+    st.caption(
+        "Where each file's subject features came from: the model's feature snapshot, the online "
+        "store, or pushed first (`eegfs features push`) because the store did not have them."
+    )
+    st.dataframe(
+        frame,
+        hide_index=True,
+        column_config={
+            "windows_per_s": st.column_config.NumberColumn("windows/s", format="%.0f"),
+            "subject_nrmse": st.column_config.NumberColumn("subject NRMSE", format="%.4f"),
+        },
+    )
+
+
+SECTIONS = (registry, predictions)
 
 
 def render() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -258,11 +259,31 @@ def test_models_and_versions_of_the_registry(demo_env, demo_db):
     assert commands["move an alias to this version"] == "eegfs models alias demo-model production 1"
 
 
+def test_predictions_of_registered_models(demo_env, demo_db, tmp_path):
+    from training.predict import predict_file
+
+    assert models.predictions_frame(demo_db).empty
+    data = demo_env.c2_files[0]
+    result = predict_file(
+        demo_env.settings, "demo-model@candidate", data, out=tmp_path / "p.parquet"
+    )
+    frame = models.predictions_frame(demo_db, "demo-model")
+    assert len(frame) == 1 and models.predictions_frame(demo_db, "other").empty
+    row = frame.iloc[0]
+    assert (row["name"], row["version"], row["id"]) == ("demo-model", 1, result.prediction_id)
+    assert row["input"] == str(Path(data).resolve()) and row["out"] == str(tmp_path / "p.parquet")
+    assert row["windows"] == result.n_windows > 0 and row["subjects"] == result.n_subjects
+    assert row["from_snapshot"] + row["from_online"] + row["pushed"] == result.n_subjects
+    assert row["subject_nrmse"] == pytest.approx(result.metrics["subject_nrmse"])
+    assert row["windows_per_s"] > 0
+
+
 def test_models_page_data_on_an_empty_database(mongo_db_name, mongo_server_uri):
     client = mongo_client(mongo_server_uri)
     try:
         db = client[mongo_db_name]
         assert models.models_frame(db).empty and models.versions_frame(db).empty
+        assert models.predictions_frame(db).empty
     finally:
         client.close()
 
