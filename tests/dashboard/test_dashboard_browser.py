@@ -268,8 +268,20 @@ def test_run_page_curve_grows_live_without_reload(
             training.kill()
             training.wait()
 
+    from training.predict import predict_file  # the Models page lists predictions
+
+    predict_file(
+        demo_env.settings, "demo-model@candidate", demo_env.c2_files[0], out=tmp_path / "p.parquet"
+    )
     for page in ("Compare", "Models", "Features", "Services"):
         _go(driver, page)
+        if page == "Models":
+            _wait(
+                lambda: any("Predictions" in h.text for h in _css(driver, "h4")),
+                WAIT_S,
+                "the predictions section",
+            )
+            assert "No predictions recorded yet" not in driver.page_source
         if page == "Features":
             _wait(lambda: _css(driver, '[data-testid="stImage"] img'), WAIT_S, "the topography")
         if page == "Compare":
