@@ -10,6 +10,7 @@ import re
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pymongo
+import pymongo.errors
 import redis
 
 DEFAULT_REDIS_TIMEOUT_S = 2.0
@@ -54,6 +55,82 @@ _URI_PASSWORD = re.compile(
 def mask_uri(text: str) -> str:
     """``text`` with the password of every address in it replaced by ``***`` (safe to print)."""
     return _URI_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+
+
+# --- what a refused or missing server means, in one line -----------------------------------------
+#: MongoDB error codes of a refused login or a command that needs one.
+MONGO_AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
+
+
+def error_chain(exc: BaseException | None):
+    """``exc`` and the errors it was raised from or during (libraries wrap some), each once."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _redis_refused_login(exc: BaseException) -> bool:
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    # NOAUTH / WRONGPASS in a reply redis-py did not classify; "Protocol error: unauthenticated
+    # multibulk length" is Redis refusing a long command from a client that did not log in
+    text = str(exc)
+    return isinstance(exc, redis.ResponseError) and (
+        text.startswith(("NOAUTH", "WRONGPASS")) or "unauthenticated" in text
+    )
+
+
+def error_reason(exc: BaseException) -> str:
+    """The first line of ``exc``'s text without pymongo's topology dump and timeout list."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for cut in (" (configured timeouts", ", Timeout:", ", full error:"):
+        text = text.split(cut, 1)[0]
+    return text[:200]
+
+
+def redis_error_text(exc: BaseException, url: str | None) -> str | None:
+    """One line for a Redis at ``url`` that refuses the login or does not answer, else None.
+
+    ``exc`` may wrap the redis-py error (Feast and RQ do). The address is masked; ``url`` None:
+    the address is not known where the error is caught.
+    """
+    where = f"Redis at {mask_uri(url)}" if url else "Redis"
+    for e in error_chain(exc):
+        if _redis_refused_login(e):
+            return (
+                f"{where}: authentication failed ({error_reason(e)}); check the user and password in "
+                "REDIS_URL (percent-encode special characters)"
+            )
+    for e in error_chain(exc):
+        if isinstance(e, redis.ConnectionError | redis.TimeoutError):
+            return (
+                f"{where} does not answer ({error_reason(e)}); start it with `eegfs services up` or "
+                "check REDIS_URL"
+            )
+    return None
+
+
+def mongo_error_text(exc: BaseException, uri: str | None) -> str | None:
+    """One line for a MongoDB at ``uri`` that refuses the login or does not answer, else None.
+
+    ``uri`` None: the address is not known where the error is caught. The address is masked.
+    """
+    where = f"MongoDB at {mask_uri(uri)}" if uri else "MongoDB"
+    for e in error_chain(exc):
+        if isinstance(e, pymongo.errors.OperationFailure) and e.code in MONGO_AUTH_CODES:
+            return (
+                f"{where}: authentication failed ({error_reason(e)}); check the user and password in "
+                "MONGO_URI"
+            )
+    for e in error_chain(exc):
+        if isinstance(e, pymongo.errors.ConnectionFailure):
+            return (
+                f"{where} does not answer ({error_reason(e)}); start it with `eegfs services up` or "
+                "check MONGO_URI"
+            )
+    return None
 
 
 def redis_host_port_db(url: str) -> tuple[str, int, int]:

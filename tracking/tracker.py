@@ -45,6 +45,7 @@ from tracking.errors import (
     NotFoundError,
     TrackingError,
     TrackingUnavailableError,
+    mongo_unavailable,
 )
 from tracking.fetch import fetch_file
 from tracking.gitinfo import detect_git
@@ -221,16 +222,13 @@ class Tracker:
             run.flush_metrics()
         if not self._writer.flush(READ_FLUSH_TIMEOUT_S) and not self._writer.online:
             raise TrackingUnavailableError(
-                f"cannot {what}: MongoDB at {mask_uri(self.settings.mongo_uri)} is not answering "
+                f"cannot {what}: MongoDB at {mask_uri(self.settings.mongo_uri)} does not answer "
                 f"({self._writer.last_error}); writes are kept in {self._spool.path}"
             )
         try:
             return fn()
         except ConnectionFailure as exc:
-            raise TrackingUnavailableError(
-                f"cannot {what}: MongoDB at {mask_uri(self.settings.mongo_uri)} is not answering "
-                f"({type(exc).__name__})"
-            ) from exc
+            raise mongo_unavailable(exc, self.settings.mongo_uri, what) from exc
 
     # --- runs ---------------------------------------------------------------------------------
     def start_run(

@@ -24,6 +24,7 @@ from typing import Any
 
 import pymongo
 
+from services.connections import error_reason
 from tracking.ops import ApplyError, OpApplier, is_transient
 from tracking.spool import SpoolFile, encode
 
@@ -256,7 +257,7 @@ class Writer:
                 self.spool.path,
             )
         self.online = False
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_error = error_reason(exc)  # one line, without pymongo's topology dump
         self._next_retry = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self._max_retry_s)
 
