@@ -90,6 +90,12 @@ def error_reason(exc: BaseException) -> str:
     return text[:200]
 
 
+def _detail(exc: BaseException) -> str:
+    """`` (reason)`` for a message, or nothing when the reason only repeats the message."""
+    reason = error_reason(exc)
+    return "" if reason.strip(" .").lower() == "authentication failed" else f" ({reason})"
+
+
 def redis_error_text(exc: BaseException, url: str | None) -> str | None:
     """One line for a Redis at ``url`` that refuses the login or does not answer, else None.
 
@@ -100,7 +106,7 @@ def redis_error_text(exc: BaseException, url: str | None) -> str | None:
     for e in error_chain(exc):
         if _redis_refused_login(e):
             return (
-                f"{where}: authentication failed ({error_reason(e)}); check the user and password in "
+                f"{where}: authentication failed{_detail(e)}; check the user and password in "
                 "REDIS_URL (percent-encode special characters)"
             )
     for e in error_chain(exc):
@@ -112,6 +118,14 @@ def redis_error_text(exc: BaseException, url: str | None) -> str | None:
     return None
 
 
+def _mongo_refused_login(exc: BaseException) -> bool:
+    if isinstance(exc, pymongo.errors.OperationFailure):
+        return exc.code in MONGO_AUTH_CODES
+    # A failed login during the connection handshake: pymongo marks the server unknown and
+    # server selection times out with the server's reply in its text.
+    return isinstance(exc, pymongo.errors.ConnectionFailure) and "AuthenticationFailed" in str(exc)
+
+
 def mongo_error_text(exc: BaseException, uri: str | None) -> str | None:
     """One line for a MongoDB at ``uri`` that refuses the login or does not answer, else None.
 
@@ -119,9 +133,9 @@ def mongo_error_text(exc: BaseException, uri: str | None) -> str | None:
     """
     where = f"MongoDB at {mask_uri(uri)}" if uri else "MongoDB"
     for e in error_chain(exc):
-        if isinstance(e, pymongo.errors.OperationFailure) and e.code in MONGO_AUTH_CODES:
+        if _mongo_refused_login(e):
             return (
-                f"{where}: authentication failed ({error_reason(e)}); check the user and password in "
+                f"{where}: authentication failed{_detail(e)}; check the user and password in "
                 "MONGO_URI"
             )
     for e in error_chain(exc):

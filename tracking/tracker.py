@@ -44,7 +44,6 @@ from tracking.documents import redact, redact_text, to_document
 from tracking.errors import (
     NotFoundError,
     TrackingError,
-    TrackingUnavailableError,
     mongo_unavailable,
 )
 from tracking.fetch import fetch_file
@@ -221,9 +220,11 @@ class Tracker:
         for run in list(self._runs):
             run.flush_metrics()
         if not self._writer.flush(READ_FLUSH_TIMEOUT_S) and not self._writer.online:
-            raise TrackingUnavailableError(
-                f"cannot {what}: MongoDB at {mask_uri(self.settings.mongo_uri)} does not answer "
-                f"({self._writer.last_error}); writes are kept in {self._spool.path}"
+            raise mongo_unavailable(
+                self._writer.last_exception or TimeoutError(self._writer.last_error),
+                self.settings.mongo_uri,
+                what,
+                then=f"writes are kept in {self._spool.path}",
             )
         try:
             return fn()
