@@ -168,3 +168,16 @@ def test_bad_values(command, case, settings, tmp_path, bad_inputs):
         env["EEGFS_FEATURE_REPO"] = str(bad_inputs["empty_dir"])
     outcome = run_cli([*command.split(), *_fill(args, _values(tmp_path, bad_inputs))], env)
     assert_clean_failure(outcome, expect, forbid=("a,b",))
+
+
+def test_train_on_a_foreign_layout_names_no_option_train_lacks(settings, tmp_path):
+    """The HDF5 reader's fix names --map (features build has it); `eegfs train` has not."""
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "foreign.h5"
+    with h5py.File(path, "w") as f:
+        f["windows"] = np.zeros((2, 3, 10), dtype=np.float32)
+    outcome = run_cli(["train", "--challenge", "2", "--data", str(path)], settings.to_env())
+    assert_clean_failure(outcome, r"foreign\.h5.*eegfs train` reads the EEG2025 layouts")
+    assert "--map data=" not in outcome.text and "--layout" not in outcome.text, outcome.text
