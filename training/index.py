@@ -247,4 +247,3 @@ def _training_fix(message: str) -> str:
     if sep and any(option in fix for option in _LAYOUT_OPTIONS):
         return f"{text} {_TRAIN_LAYOUT_FIX}"
     return message
-
