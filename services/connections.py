@@ -22,19 +22,31 @@ class ServiceError(Exception):
 
 
 def redis_client(url: str, *, timeout_s: float = DEFAULT_REDIS_TIMEOUT_S, **kwargs) -> redis.Redis:
-    """A redis-py client for ``url`` whose connects and socket reads give up after ``timeout_s``."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        **kwargs,
-    )
+    """A redis-py client for ``url`` whose connects and socket reads give up after ``timeout_s``.
+
+    Raises :class:`ServiceError` for an address redis-py cannot parse (no connection is made).
+    """
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            **kwargs,
+        )
+    except ValueError as exc:  # a scheme, port or database redis-py cannot parse
+        raise ServiceError(
+            f"REDIS_URL {mask_uri(url)} is not a Redis address ({exc}); expected "
+            "redis://[user:password@]host:port/db"
+        ) from exc
 
 
 def mongo_client(
     uri: str, *, timeout_ms: int = DEFAULT_MONGO_TIMEOUT_MS, **kwargs
 ) -> pymongo.MongoClient:
-    """A pymongo client for ``uri`` with short server-selection, connect and socket timeouts."""
+    """A pymongo client for ``uri`` with short server-selection, connect and socket timeouts.
+
+    Raises :class:`ServiceError` for an address pymongo cannot parse (no connection is made).
+    """
     options = {
         "serverSelectionTimeoutMS": timeout_ms,
         "connectTimeoutMS": timeout_ms,
@@ -42,7 +54,13 @@ def mongo_client(
         "tz_aware": True,
     }
     options.update(kwargs)
-    return pymongo.MongoClient(uri, **options)
+    try:
+        return pymongo.MongoClient(uri, **options)
+    except (pymongo.errors.ConfigurationError, ValueError) as exc:  # InvalidURI, a bad port
+        raise ServiceError(
+            f"MONGO_URI {mask_uri(uri)} is not a valid MongoDB address ({exc}); expected "
+            "mongodb://[user:password@]host:port/[?options]"
+        ) from exc
 
 
 # ``user:password@`` inside any ``scheme://`` address, multi-host MongoDB URIs included. A regex

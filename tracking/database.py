@@ -29,7 +29,7 @@ import pymongo
 from pymongo.database import Database
 from pymongo.write_concern import WriteConcern
 
-from services.connections import mask_uri, mongo_client
+from services.connections import ServiceError, mongo_client
 from services.settings import Settings
 from tracking.errors import TrackingError, mongo_unavailable
 from tracking.schema import ensure_indexes
@@ -89,11 +89,8 @@ def open_database(
     timeout_s = settings.mongo_timeout_s if timeout_s is None else timeout_s
     try:
         client = mongo_client(settings.mongo_uri, timeout_ms=int(timeout_s * 1000))
-    except pymongo.errors.ConfigurationError as exc:
-        raise TrackingError(
-            f"MONGO_URI {mask_uri(settings.mongo_uri)} is not a valid MongoDB address ({exc}); "
-            "expected mongodb://[user:password@]host:port/[?options]"
-        ) from exc
+    except ServiceError as exc:  # an address pymongo cannot parse
+        raise TrackingError(str(exc)) from exc
     try:
         try:
             with pymongo.timeout(timeout_s):

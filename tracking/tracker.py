@@ -36,7 +36,7 @@ from bson import ObjectId
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure
 
-from services.connections import mask_uri, mongo_client
+from services.connections import ServiceError, mask_uri, mongo_client
 from services.settings import Settings
 from tracking import schema
 from tracking.database import durable_database
@@ -106,11 +106,8 @@ class Tracker:
         self.db_name = settings.mongo_db
         try:
             self.client = mongo_client(settings.mongo_uri, appname="eegfs-tracking")
-        except pymongo.errors.ConfigurationError as exc:  # InvalidURI is one
-            raise TrackingError(
-                f"MONGO_URI {mask_uri(settings.mongo_uri)} is not a valid MongoDB address ({exc}); "
-                "expected mongodb://[user:password@]host:port/[?options]"
-            ) from exc
+        except ServiceError as exc:  # an address pymongo cannot parse
+            raise TrackingError(str(exc)) from exc
         self._db: Database | None = None
         self._closed = False
         self._pid = os.getpid()

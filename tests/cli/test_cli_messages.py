@@ -181,3 +181,21 @@ def test_train_on_a_foreign_layout_names_no_option_train_lacks(settings, tmp_pat
     outcome = run_cli(["train", "--challenge", "2", "--data", str(path)], settings.to_env())
     assert_clean_failure(outcome, r"foreign\.h5.*eegfs train` reads the EEG2025 layouts")
     assert "--map data=" not in outcome.text and "--layout" not in outcome.text, outcome.text
+
+
+MALFORMED = {
+    "REDIS_URL": ("redis://127.0.0.1:notaport/0", r"REDIS_URL .* is not a Redis address"),
+    "MONGO_URI": ("mongodb://bad host:x/", r"MONGO_URI .* is not a valid MongoDB address"),
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "command"),
+    [("REDIS_URL", c) for c in ("jobs list", "worker", "sweep list", "features get")]
+    + [("MONGO_URI", c) for c in ("runs list", "subjects show", "models list", "backup")],
+)
+def test_malformed_addresses(key, command, settings, tmp_path, bad_inputs):
+    args = _fill(SERVER_ARGS[command], _values(tmp_path, bad_inputs))
+    value, expect = MALFORMED[key]
+    outcome = run_cli([*command.split(), *args], {**settings.to_env(), key: value})
+    assert_clean_failure(outcome, expect)
