@@ -16,6 +16,10 @@ from click.testing import CliRunner
 from eegfs.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
+#: The user, right and wrong password of the servers that require a login (tests/cli/conftest.py).
+USER = "eegfs"
+PASSWORD = "right-pass"
+WRONG = "wrong-pass"
 #: What no output of a failing command may hold.
 TRACEBACK = "Traceback"
 

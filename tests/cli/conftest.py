@@ -7,14 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_testlib import PASSWORD, USER, WRONG
 
 from services.connections import mongo_client
 from services.local import free_port, start_mongo, start_redis, stop_process
-
-#: The right and the wrong password of the servers that require one.
-PASSWORD = "right-pass"
-WRONG = "wrong-pass"
-USER = "eegfs"
 
 
 def _closed_port_settings(settings):

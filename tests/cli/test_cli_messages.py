@@ -13,8 +13,7 @@ Both servers that require a login are real (redis-server ``--requirepass``, seca
 from __future__ import annotations
 
 import pytest
-from cli_testlib import assert_clean_failure, leaf_commands, run_cli
-from conftest import WRONG
+from cli_testlib import WRONG, assert_clean_failure, leaf_commands, run_cli
 
 OID = "0123456789abcdef01234567"
 DOWN = r"does not answer"
