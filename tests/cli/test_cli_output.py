@@ -5,6 +5,7 @@ what happened. Real subprocesses, stdout and stderr both pipes."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 
@@ -40,6 +41,8 @@ def test_materialize_and_get_print_plain_text(settings, small_demo, start_local_
     _assert_plain(known)
     assert json.loads(known.text)["subject_id"] == subject.removeprefix("sub-")
 
+    _assert_help_example_works(env, small_demo, tmp_path)
+
     unknown = run_eegfs(["features", "get", "--subject", "NDARZZZZ9999"], env, tmp_path)
     assert_clean_failure(unknown, r"subject NDARZZZZ9999 is not in the online store \(service")
     kept = run_eegfs(
@@ -52,6 +55,30 @@ def test_materialize_and_get_print_plain_text(settings, small_demo, start_local_
     malformed = run_eegfs(["features", "get", "--subject", "NDAR 12"], env, tmp_path)
     assert_clean_failure(malformed, r"'NDAR 12'.*letters and digits")
     assert malformed.exit_code == 2
+
+
+def _assert_help_example_works(env, demo, tmp_path) -> None:
+    """The example of `eegfs features get --help`, run in a directory holding the demo data."""
+    import shutil
+    import subprocess
+
+    help_text = run_eegfs(["features", "get", "--help"], env, tmp_path).text
+    lines = [line.strip() for line in help_text.splitlines()]
+    example = next(line for line in lines if line.startswith("eegfs features get --subject"))
+    workdir = tmp_path / "session"
+    (workdir / "data" / "demo").mkdir(parents=True)
+    shutil.copy(demo.participants, workdir / "data" / "demo" / "participants.tsv")
+    command = example.replace("eegfs ", f"{sys.executable} -m eegfs ", 1)
+    proc = subprocess.run(
+        ["bash", "-c", command],
+        cwd=workdir,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, (command, proc.stdout, proc.stderr)
+    assert json.loads(proc.stdout)["features"]["challenge2_inputs_v1"]
 
 
 def test_services_status_prints_no_colour_codes(down_settings, tmp_path):
