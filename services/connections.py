@@ -101,11 +101,12 @@ def _redis_refused_login(exc: BaseException) -> bool:
 
 
 def error_reason(exc: BaseException) -> str:
-    """The first line of ``exc``'s text without pymongo's topology dump and timeout list."""
+    """The first line of ``exc``'s text without pymongo's topology dump and timeout list (any
+    address in it masked)."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     for cut in (" (configured timeouts", ", Timeout:", ", full error:"):
         text = text.split(cut, 1)[0]
-    return text[:200]
+    return mask_uri(text)[:200]
 
 
 def _detail(exc: BaseException) -> str:
