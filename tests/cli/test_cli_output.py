@@ -52,6 +52,9 @@ def test_materialize_and_get_print_plain_text(settings, small_demo, start_local_
     values = json.loads(kept.text)["features"]["challenge2_inputs_v1"].values()
     assert values and all(v is None for v in values)
 
+    no_service = ["features", "get", "--subject", subject, "--service", "nope_v1"]
+    assert_clean_failure(run_eegfs(no_service, env, tmp_path), r"unknown feature service 'nope_v1'")
+
     malformed = run_eegfs(["features", "get", "--subject", "NDAR 12"], env, tmp_path)
     assert_clean_failure(malformed, r"'NDAR 12'.*letters and digits")
     assert malformed.exit_code == 2
