@@ -37,7 +37,7 @@ def cli(ctx: click.Context, log_level: str) -> None:
       eegfs demo-data --out data/demo         write EEG2025-like demo HDF5 files
       eegfs features build --input data/demo/*.h5 --participants data/demo/participants.tsv
       eegfs features apply && eegfs features materialize
-      eegfs features get --subject NDARAA000001
+      eegfs features get --subject NDARxxxxxxxx   (an id from data/demo/participants.tsv)
       eegfs train --challenge 2 --data data/demo/challenge2_R*.h5
       eegfs runs list
       eegfs models register NAME CHECKPOINT_ID --alias production
@@ -48,13 +48,23 @@ def cli(ctx: click.Context, log_level: str) -> None:
     EEGFS_REDIS_PORT / EEGFS_MONGO_PORT (ports of the default and local servers).
     Run `eegfs doctor` when something does not work.
     """
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    _route_logging(log_level.upper())
     ctx.obj = load_settings()
     if ctx.obj.job is not None:
         # Started by `eegfs worker` to run a job: link runs to the job, fence their completion.
         from jobs.child import install_job_hooks
 
         install_job_hooks(ctx.obj)
+
+
+def _route_logging(level: str) -> None:
+    """Log at ``level`` on stderr; library warnings (FutureWarning, DeprecationWarning... from
+    pandas, dask, Feast) go to the log as records of ``py.warnings`` shown only from INFO down.
+    The one place where warnings are routed."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    shown = logging.getLevelName(level) <= logging.INFO
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if shown else logging.ERROR)
 
 
 def main() -> None:

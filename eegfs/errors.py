@@ -89,40 +89,18 @@ class ArgumentError(click.UsageError):
 
 
 def server_error_message(exc: BaseException, settings) -> str | None:
-    """One line for a Redis or MongoDB that refuses or does not answer, else None.
+    """One line for a Redis or MongoDB that refuses the login or does not answer, else None.
 
     Says "authentication failed" for a wrong user or password and "does not answer" for a server
-    that is down or unreachable, with the address (password masked) and where to fix it.
+    that is down or unreachable, with the address (password masked) and where to fix it (see
+    :func:`services.connections.redis_error_text` / :func:`~services.connections.mongo_error_text`).
     """
-    import pymongo.errors
-    import redis.exceptions
+    from services.connections import mongo_error_text, redis_error_text
+    from services.settings import DEFAULT_MONGO_URI, DEFAULT_REDIS_URL
 
-    from services.connections import mask_uri
-
-    redis_at = f"Redis at {mask_uri(settings.redis_url)}" if settings else "Redis"
-    mongo_at = f"MongoDB at {mask_uri(settings.mongo_uri)}" if settings else "MongoDB"
-    text = str(exc)
-    if isinstance(exc, redis.exceptions.AuthenticationError) or (
-        isinstance(exc, redis.exceptions.ResponseError) and text.startswith(("NOAUTH", "WRONGPASS"))
-    ):
-        return (
-            f"{redis_at}: authentication failed ({text}); check the user and password in REDIS_URL"
-        )
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return (
-            f"{redis_at} does not answer ({text}); start it with `eegfs services up` or check "
-            "REDIS_URL"
-        )
-    if isinstance(exc, pymongo.errors.OperationFailure) and exc.code in (13, 18):
-        return (
-            f"{mongo_at}: authentication failed ({text}); check the user and password in MONGO_URI"
-        )
-    if isinstance(exc, pymongo.errors.ConnectionFailure):
-        return (
-            f"{mongo_at} does not answer ({text.splitlines()[0][:200]}); start it with "
-            "`eegfs services up` or check MONGO_URI"
-        )
-    return None
+    redis_url = settings.redis_url if settings is not None else DEFAULT_REDIS_URL
+    mongo_uri = settings.mongo_uri if settings is not None else DEFAULT_MONGO_URI
+    return redis_error_text(exc, redis_url) or mongo_error_text(exc, mongo_uri)
 
 
 class HandledGroup(click.Group):

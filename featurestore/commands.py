@@ -40,10 +40,24 @@ def materialize_features(settings: Settings, end: datetime | None = None) -> str
 
 
 def online_features_record(
-    settings: Settings, subject_ids: Sequence[str], services: Sequence[str] | None = None
+    settings: Settings,
+    subject_ids: Sequence[str],
+    services: Sequence[str] | None = None,
+    *,
+    allow_missing: bool = False,
 ) -> list[dict]:
     """``eegfs features get``: per subject, its online features per service (JSON-able, NaN ->
-    None) and the served snapshot id."""
+    None) and the served snapshot id.
+
+    Raises
+    ------
+    SubjectIdError
+        (a ``ValueError``) for a malformed id, before any server is asked.
+    FeatureStoreError
+        When a subject has no value at all in a service (it is not in the online store), unless
+        ``allow_missing``, which keeps its row of nulls.
+    """
+    ids = normalize_subject_ids(subject_ids)
     services = list(services or INPUT_SERVICES.values())
     with FeatureStoreClient(settings, cache_size=0) as client:
         served = client.served_snapshot_id()
@@ -51,9 +65,9 @@ def online_features_record(
             raise FeatureStoreError(
                 "the online store holds no materialization; run `eegfs features materialize`"
             )
-        frames = {s: client.get_online_features(subject_ids, s) for s in services}
+        frames = {s: client.get_online_features(ids, s) for s in services}
     out = []
-    for i, sid in enumerate(normalize_subject_ids(subject_ids)):
+    for i, sid in enumerate(ids):
         rec: dict[str, Any] = {"subject_id": sid, "served_snapshot_id": served, "features": {}}
         for service, df in frames.items():
             row = df.iloc[i]
@@ -61,7 +75,22 @@ def online_features_record(
                 c: json_value(row[c]) for c in df.columns if c != ENTITY_KEY
             }
         out.append(rec)
+    if not allow_missing:
+        _check_present(out, settings)
     return out
+
+
+def _check_present(records: list[dict], settings: Settings) -> None:
+    """Raise for the first subject whose features in a service are all missing."""
+    for rec in records:
+        for service, values in rec["features"].items():
+            if values and all(v is None for v in values.values()):
+                raise FeatureStoreError(
+                    f"subject {rec['subject_id']} is not in the online store (service {service}, "
+                    f"Redis {mask_uri(settings.redis_url)}); check the id, or build and "
+                    "materialize the file that holds it; pass --allow-missing to print its "
+                    "row of nulls"
+                )
 
 
 __all__ = ["apply_feature_repo", "materialize_features", "online_features_record"]

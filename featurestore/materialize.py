@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +26,10 @@ from featurestore.repo import (
 from pipelines import feature_tables as ft
 from pipelines.errors import PipelineError
 from services.settings import Settings
+
+_feast_log = logging.getLogger("featurestore.feast")
+#: An ANSI escape sequence (colours, styles).
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def apply_repo(store, settings: Settings, project: str) -> None:
@@ -104,9 +114,28 @@ def materialize_snapshots(
     )
 
 
+@contextmanager
+def _printed_to_log() -> Iterator[None]:
+    """Route what Feast prints to stdout (coloured "Materializing ..." lines) to the log.
+
+    The command prints its own summary; Feast's lines carry raw ANSI colour codes whatever the
+    output is, so they go to logger ``featurestore.feast`` at INFO (``--log-level INFO``), without
+    the codes.
+    """
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        for line in _ANSI.sub("", buffer.getvalue()).splitlines():
+            if line.strip():
+                _feast_log.info("%s", line.strip())
+
+
 def _materialize_view(store, settings: Settings, view: str, start: datetime, end: datetime):
     try:
-        store.materialize(start_date=start, end_date=end, feature_views=[view])
+        with _printed_to_log():
+            store.materialize(start_date=start, end_date=end, feature_views=[view])
     except Exception as exc:
         doing = f"materializing view {view!r} from {start.isoformat()} to {end.isoformat()}"
         raise redis_failure(exc, settings.redis_url, doing) from exc

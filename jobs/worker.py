@@ -243,7 +243,8 @@ def run_worker(
     name : str, optional
         Worker name (default ``host.pid.xxxx``).
 
-    The worker reconnects by itself when Redis goes away and comes back.
+    The worker reconnects by itself when Redis goes away and comes back; a Redis that does not
+    answer (or refuses the password) when the worker starts is an error (redis-py's, raised).
     """
     if max_jobs is not None and max_jobs < 1:
         raise ValueError(f"--max-jobs must be >= 1, got {max_jobs}")
@@ -255,7 +256,7 @@ def run_worker(
     heartbeat = Heartbeat(
         beat_client, keys, name=name, queue=queue, heartbeat_s=settings.heartbeat_s
     )
-    _wait_for_redis(client, settings.redis_url, echo)
+    client.ping()  # fail fast: a server that is down or refuses the password at start is an error
     warning = persistence_warning(client, settings.redis_url)
     if warning:
         log.warning("%s", warning)
@@ -318,11 +319,17 @@ def _work_until_done(worker, client, url, burst, max_jobs, echo) -> None:
 
 
 def _wait_for_redis(client: redis.Redis, url: str, echo) -> None:
+    """Wait until Redis answers again after a started worker lost it (a restart).
+
+    A refused password is not waited for: it is raised (the CLI prints it as one line).
+    """
     warned = False
     while True:
         try:
             client.ping()
             return
+        except redis.AuthenticationError:
+            raise
         except redis.RedisError as exc:
             if not warned:
                 echo(f"waiting for Redis at {mask_uri(url)} ({exc})")

@@ -190,7 +190,9 @@ def open_windows(
     """
     path = Path(path)
     if not path.is_file():
-        raise InputDataError(f"{path}: no such file; check the --input path")
+        raise InputDataError(
+            f"{path}: no such file; check the path (a typo, or a glob that matched nothing)"
+        )
     try:
         f = h5py.File(path, "r")
     except OSError as exc:

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from dotenv import dotenv_values
 
+from services.connections import ServiceError
 from services.files import atomic_write_text
 
 #: Keys the compose file requires, with how each default is made.
@@ -59,7 +60,8 @@ def missing_compose_values(existing: Mapping[str, str | None]) -> dict[str, str]
 def write_compose_env(path: Path) -> list[str]:
     """Append the missing compose credentials to the env file ``path`` (mode 0600).
 
-    Returns the keys added (never their values). An existing value is never changed.
+    Returns the keys added (never their values). An existing value is never changed. Raises
+    :class:`~services.connections.ServiceError` when the file cannot be written.
     """
     path = Path(path)
     text = path.read_text() if path.is_file() else ""
@@ -69,7 +71,13 @@ def write_compose_env(path: Path) -> list[str]:
     lines = [f"{key}='{value}'" for key, value in added.items()]
     header = "# Team servers (docker-compose.yml), written by `eegfs services compose-env`"
     separator = "" if not text or text.endswith("\n") else "\n"
-    atomic_write_text(path, text + separator + "\n".join([header, *lines]) + "\n", mode=0o600)
+    try:
+        atomic_write_text(path, text + separator + "\n".join([header, *lines]) + "\n", mode=0o600)
+    except OSError as exc:
+        raise ServiceError(
+            f"{path}: cannot write the env file ({exc.strerror or exc}); pass --env-file with a "
+            "path in a writable directory"
+        ) from exc
     return list(added)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from packaging.requirements import Requirement
 
 from services.connections import mask_uri
-from services.local import ping_mongo, ping_redis
+from services.local import login_refused, ping_mongo, ping_redis
 from services.settings import Settings
 
 Check = Callable[[Settings], str]
@@ -179,6 +179,9 @@ def _check_server(
     label: str, uri: str, source: str, version: str | None, env_key: str, local: str
 ) -> str:
     if version is None:
+        refused = login_refused("redis" if label == "Redis" else "mongodb", uri)
+        if refused is not None:
+            raise CheckFailed(refused, f"fix the user and password in {env_key}")
         fix = (
             f"start that server or fix {env_key}"
             if source == "configured"

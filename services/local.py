@@ -210,8 +210,19 @@ def start_redis(
     )
 
 
-def start_mongo(port: int, workdir: Path, *, timeout_s: float = 60.0) -> LocalServer:
-    """Start the secantusdb MongoDB-wire server on 127.0.0.1:``port``, storage in ``workdir``."""
+def start_mongo(
+    port: int,
+    workdir: Path,
+    *,
+    timeout_s: float = 60.0,
+    credentials: tuple[str, str] | None = None,
+) -> LocalServer:
+    """Start the secantusdb MongoDB-wire server on 127.0.0.1:``port``, storage in ``workdir``.
+
+    With ``credentials`` (user, password) the server requires a login (``--auth``) and the
+    returned ``uri`` carries them; the user must exist in the storage already (created by
+    ``createUser`` on a start without them).
+    """
     if importlib.util.find_spec("secantus") is None:
         raise ServiceError(
             "no MongoDB server configured and secantusdb is not installed: "
@@ -225,14 +236,16 @@ def start_mongo(port: int, workdir: Path, *, timeout_s: float = 60.0) -> LocalSe
         # fsync the write-ahead log on every commit: without it secantusdb acknowledges j:true
         # writes once they are in the OS's buffers (safe from a process kill, not a power cut).
         "--sync-on-commit",
+        *(["--auth"] if credentials else []),
     ]
+    login = "" if credentials is None else ":".join(quote(c, safe="") for c in credentials) + "@"
     return _start_server(
         "mongodb",
         "the MongoDB-wire server (secantusdb)",
         port=port,
         workdir=workdir,
         command=command,
-        uri=f"mongodb://127.0.0.1:{port}/?replicaSet={SECANTUS_REPLICA_SET}",
+        uri=f"mongodb://{login}127.0.0.1:{port}/?replicaSet={SECANTUS_REPLICA_SET}",
         answers=lambda uri: ping_mongo(uri, timeout_ms=500) is not None,
         timeout_s=timeout_s,
     )
@@ -271,6 +284,10 @@ def is_same_process(pid: int, create_time: float | None) -> bool:
         return False
 
 
+#: Database a login probe lists (any name: a refused login fails before it is read).
+DEFAULT_PROBE_DB = "admin"
+
+
 def ping_redis(url: str, *, timeout_s: float = 1.0) -> str | None:
     """Server version when Redis at ``url`` answers, else None."""
     try:
@@ -293,3 +310,31 @@ def ping_mongo(uri: str, *, timeout_ms: int = 1000) -> str | None:
             client.close()
     except Exception:  # noqa: BLE001 - any failure means "not answering"
         return None
+
+
+def login_refused(kind: str, uri: str, *, timeout_s: float = 1.0) -> str | None:
+    """The "authentication failed" line when the ``kind`` ("redis" or "mongodb") server at
+    ``uri`` answers but refuses its credentials, else None (it answers, or does not at all).
+
+    Lets ``services status``/``up`` and ``doctor`` tell a wrong password from a server that is
+    down, where :func:`ping_redis`/:func:`ping_mongo` only say "no version".
+    """
+    from services.connections import mongo_error_text, redis_error_text
+
+    try:
+        if kind == "redis":
+            client = redis_client(uri, timeout_s=timeout_s)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        else:
+            mongo = mongo_client(uri, timeout_ms=int(timeout_s * 1000))
+            try:
+                mongo[DEFAULT_PROBE_DB].list_collection_names()
+            finally:
+                mongo.close()
+    except Exception as exc:  # noqa: BLE001 - only a refused login is reported
+        text = redis_error_text(exc, uri) if kind == "redis" else mongo_error_text(exc, uri)
+        return text if text is not None and "authentication failed" in text else None
+    return None

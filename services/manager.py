@@ -17,6 +17,7 @@ from services.connections import ServiceError, mask_uri
 from services.local import (
     LocalServer,
     is_same_process,
+    login_refused,
     ping_mongo,
     ping_redis,
     start_mongo,
@@ -100,7 +101,12 @@ def service_status(settings: Settings, spec: ServiceSpec) -> ServiceStatus:
     configured = _configured_uri(settings, spec)
     if configured is not None:
         version = spec.ping(configured)
-        note = "" if version else f"configured {spec.env_key} does not answer"
+        note = (
+            ""
+            if version
+            else login_refused(spec.name, configured)
+            or f"configured {spec.env_key} does not answer"
+        )
         return ServiceStatus(
             spec.name, mask_uri(configured), "configured", bool(version), version, note=note
         )
@@ -142,6 +148,8 @@ def services_up(settings: Settings) -> list[ServiceStatus]:
         if status.answering:
             results.append(status)
             continue
+        if status.origin == "configured" and "authentication failed" in status.note:
+            raise ServiceError(status.note)
         if status.origin == "configured":
             raise ServiceError(
                 f"{spec.label} at {status.uri} ({spec.env_key}) does not answer: start that "

@@ -33,6 +33,9 @@ DEFAULT_ENV_FILE = ".env"
 DEFAULT_JOBS_PREFIX = "eegfs"
 #: Seconds within which a live worker refreshes its heartbeat (see docs/jobs.md).
 DEFAULT_HEARTBEAT_S = 5.0
+#: Seconds a command waits for MongoDB to answer before saying it does not (pymongo's own
+#: default is 30 s).
+DEFAULT_MONGO_TIMEOUT_S = 5.0
 #: Names the settings file to read under the environment; empty means "read none".
 ENV_FILE_KEY = "EEGFS_ENV_FILE"
 
@@ -56,6 +59,7 @@ ENV_KEYS = (
     "EEGFS_MONGO_PORT",
     "EEGFS_JOBS_PREFIX",
     "EEGFS_HEARTBEAT_S",
+    "EEGFS_MONGO_TIMEOUT_S",
     *JOB_ENV_KEYS,
 )
 
@@ -109,6 +113,8 @@ class Settings:
     #: Prefix of the job queue's Redis keys, and a worker's heartbeat interval in seconds.
     jobs_prefix: str = DEFAULT_JOBS_PREFIX
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    #: Seconds within which MongoDB must answer a command's first request.
+    mongo_timeout_s: float = DEFAULT_MONGO_TIMEOUT_S
     #: Set only in a process that an ``eegfs worker`` started to run a job.
     job: JobContext | None = None
 
@@ -167,6 +173,7 @@ class Settings:
             "EEGFS_FEATURE_REPO": str(self.feature_repo),
             "EEGFS_JOBS_PREFIX": self.jobs_prefix,
             "EEGFS_HEARTBEAT_S": repr(self.heartbeat_s),
+            "EEGFS_MONGO_TIMEOUT_S": repr(self.mongo_timeout_s),
         }
         if self.job is not None:
             env.update(self.job.to_env())
@@ -233,6 +240,7 @@ def load_settings(
         local_mongo_port=mongo_port,
         jobs_prefix=_jobs_prefix(values),
         heartbeat_s=_positive_seconds(values, "EEGFS_HEARTBEAT_S", DEFAULT_HEARTBEAT_S),
+        mongo_timeout_s=_positive_seconds(values, "EEGFS_MONGO_TIMEOUT_S", DEFAULT_MONGO_TIMEOUT_S),
         job=_job_context(values),
     )
 

@@ -74,6 +74,15 @@ def test_bad_port_setting_is_a_clear_error():
         load_settings({"EEGFS_REDIS_PORT": "redis"}, dotenv_path=None)
 
 
+def test_mongo_timeout_setting_is_read_checked_and_passed_on():
+    assert load_settings({}, dotenv_path=None).mongo_timeout_s == 5.0
+    s = load_settings({"EEGFS_MONGO_TIMEOUT_S": "0.5"}, dotenv_path=None)
+    assert s.mongo_timeout_s == 0.5
+    assert load_settings(s.to_env(), dotenv_path=None).mongo_timeout_s == 0.5
+    with pytest.raises(SettingsError, match="EEGFS_MONGO_TIMEOUT_S must be seconds"):
+        load_settings({"EEGFS_MONGO_TIMEOUT_S": "soon"}, dotenv_path=None)
+
+
 def test_mask_uri_hides_passwords_only():
     assert mask_uri("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
     assert mask_uri("mongodb://user:p%40ss@db:27017/?authSource=admin") == (

@@ -60,7 +60,7 @@ from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from tracking.documents import redact_text
-from tracking.errors import TrackingError, TrackingUnavailableError
+from tracking.errors import TrackingError, mongo_unavailable
 from tracking.schema import CLAIMS, EXPERIMENTS
 from tracking.status import COMPLETED, DEFAULT_STALE_AFTER_S, FAILED, STOPPED
 from tracking.timeutil import utcnow
@@ -190,9 +190,8 @@ def claim_run(
             if claim is not None:
                 return claim
     except ConnectionFailure as exc:
-        raise TrackingUnavailableError(
-            f"cannot claim run {identity.key[:12]}: MongoDB is not answering "
-            f"({type(exc).__name__}); start it, or train without --skip-if-done"
+        raise mongo_unavailable(
+            exc, None, f"claim run {identity.key[:12]}", then="or train without --skip-if-done"
         ) from exc
     raise TrackingError(
         f"claim {identity.key[:12]} changed hands {MAX_ROUNDS} times while this process tried to "
@@ -344,10 +343,7 @@ def _holder_update(db: Database, claim: Claim, update: dict[str, Any], what: str
     try:
         result = db[CLAIMS].update_one({"_id": claim.identity, "token": claim.token}, update)
     except ConnectionFailure as exc:
-        raise TrackingUnavailableError(
-            f"cannot {what} claim {claim.identity[:12]}: MongoDB is not answering "
-            f"({type(exc).__name__})"
-        ) from exc
+        raise mongo_unavailable(exc, None, f"{what} claim {claim.identity[:12]}") from exc
     return result.matched_count == 1
 
 

@@ -29,9 +29,9 @@ import pymongo
 from pymongo.database import Database
 from pymongo.write_concern import WriteConcern
 
-from services.connections import mask_uri, mongo_client
+from services.connections import ServiceError, mongo_client
 from services.settings import Settings
-from tracking.errors import TrackingError, TrackingUnavailableError
+from tracking.errors import TrackingError, mongo_unavailable
 from tracking.schema import ensure_indexes
 
 #: Acknowledged once in the on-disk journal of a majority of the replica set's members.
@@ -76,32 +76,28 @@ def durable_database(client: pymongo.MongoClient, name: str) -> Database:
 
 @contextmanager
 def open_database(
-    settings: Settings, *, indexes: bool = True, timeout_s: float = 5.0
+    settings: Settings, *, indexes: bool = True, timeout_s: float | None = None
 ) -> Iterator[Database]:
     """The database ``settings.mongo_db`` (durable writes, indexes ensured), closed afterwards.
 
     Raises
     ------
     TrackingUnavailableError
-        When MongoDB does not answer within ``timeout_s`` (the address is shown masked).
+        When MongoDB does not answer within ``timeout_s`` (default ``settings.mongo_timeout_s``)
+        or refuses the login (the address is shown masked).
     """
+    timeout_s = settings.mongo_timeout_s if timeout_s is None else timeout_s
     try:
-        client = mongo_client(settings.mongo_uri)
-    except pymongo.errors.ConfigurationError as exc:
-        raise TrackingError(
-            f"MONGO_URI {mask_uri(settings.mongo_uri)} is not a valid MongoDB address ({exc}); "
-            "expected mongodb://[user:password@]host:port/[?options]"
-        ) from exc
+        client = mongo_client(settings.mongo_uri, timeout_ms=int(timeout_s * 1000))
+    except ServiceError as exc:  # an address pymongo cannot parse
+        raise TrackingError(str(exc)) from exc
     try:
         try:
             with pymongo.timeout(timeout_s):
                 client.admin.command("ping")
                 db = durable_database(client, settings.mongo_db)
         except pymongo.errors.PyMongoError as exc:
-            raise TrackingUnavailableError(
-                f"MongoDB at {mask_uri(settings.mongo_uri)} is not answering ({type(exc).__name__}); "
-                "start one with `eegfs services up` or set MONGO_URI"
-            ) from exc
+            raise mongo_unavailable(exc, settings.mongo_uri) from exc
         if indexes:
             ensure_indexes(db)
         yield db

@@ -50,3 +50,20 @@ class BackupError(TrackingError):
 
 class DatasetError(TrackingError):
     """An HDF5 file that cannot be catalogued."""
+
+
+def mongo_unavailable(
+    exc: BaseException, uri: str | None, doing: str = "", *, then: str = ""
+) -> TrackingUnavailableError:
+    """The :class:`TrackingUnavailableError` for ``exc``, a MongoDB failure while ``doing``.
+
+    Says "authentication failed" for a refused login and "does not answer" otherwise, with the
+    address masked (``uri`` None: the address is not known here) and ``then`` (what happens to
+    the work, or what to do) appended. Raise it ``from exc``.
+    """
+    from services.connections import error_reason, mask_uri, mongo_error_text
+
+    where = f"MongoDB at {mask_uri(uri)}" if uri else "MongoDB"
+    text = mongo_error_text(exc, uri) or f"{where} does not answer ({error_reason(exc)})"
+    prefix = f"cannot {doing}: " if doing else ""
+    return TrackingUnavailableError(f"{prefix}{text}{'; ' + then if then else ''}")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pymongo
 
-from services.connections import mask_uri, mongo_client
+from services.connections import mongo_client
 from services.settings import Settings
-from tracking.errors import TrackingUnavailableError
+from tracking.errors import TrackingUnavailableError, mongo_unavailable
 from tracking.ops import ApplyError, OpApplier, is_transient
 from tracking.schema import ensure_indexes
 from tracking.spool import SPOOL_GLOB, default_spool_dir, encode, locked, read_records
@@ -54,15 +54,17 @@ def sync_spool(
     )
     if not files:
         return report
-    client = mongo_client(settings.mongo_uri)
+    client = mongo_client(settings.mongo_uri, timeout_ms=int(settings.mongo_timeout_s * 1000))
     try:
         try:
-            with pymongo.timeout(5):
+            with pymongo.timeout(settings.mongo_timeout_s):
                 client.admin.command("ping")
         except pymongo.errors.PyMongoError as exc:
-            raise TrackingUnavailableError(
-                f"MongoDB at {mask_uri(settings.mongo_uri)} is not answering ({type(exc).__name__}); "
-                f"{len(files)} spool file(s) kept in {spool_dir}. Start it (`eegfs services up`) and retry"
+            raise mongo_unavailable(
+                exc,
+                settings.mongo_uri,
+                "replay the spool",
+                then=f"{len(files)} spool file(s) kept in {spool_dir}; run `eegfs runs sync` again",
             ) from exc
         applier = OpApplier(client)
         indexed: set[str] = set()

@@ -36,7 +36,7 @@ from bson import ObjectId
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure
 
-from services.connections import mask_uri, mongo_client
+from services.connections import ServiceError, mask_uri, mongo_client
 from services.settings import Settings
 from tracking import schema
 from tracking.database import durable_database
@@ -44,7 +44,7 @@ from tracking.documents import redact, redact_text, to_document
 from tracking.errors import (
     NotFoundError,
     TrackingError,
-    TrackingUnavailableError,
+    mongo_unavailable,
 )
 from tracking.fetch import fetch_file
 from tracking.gitinfo import detect_git
@@ -106,11 +106,8 @@ class Tracker:
         self.db_name = settings.mongo_db
         try:
             self.client = mongo_client(settings.mongo_uri, appname="eegfs-tracking")
-        except pymongo.errors.ConfigurationError as exc:  # InvalidURI is one
-            raise TrackingError(
-                f"MONGO_URI {mask_uri(settings.mongo_uri)} is not a valid MongoDB address ({exc}); "
-                "expected mongodb://[user:password@]host:port/[?options]"
-            ) from exc
+        except ServiceError as exc:  # an address pymongo cannot parse
+            raise TrackingError(str(exc)) from exc
         self._db: Database | None = None
         self._closed = False
         self._pid = os.getpid()
@@ -220,17 +217,16 @@ class Tracker:
         for run in list(self._runs):
             run.flush_metrics()
         if not self._writer.flush(READ_FLUSH_TIMEOUT_S) and not self._writer.online:
-            raise TrackingUnavailableError(
-                f"cannot {what}: MongoDB at {mask_uri(self.settings.mongo_uri)} is not answering "
-                f"({self._writer.last_error}); writes are kept in {self._spool.path}"
+            raise mongo_unavailable(
+                self._writer.last_exception or TimeoutError(self._writer.last_error),
+                self.settings.mongo_uri,
+                what,
+                then=f"writes are kept in {self._spool.path}",
             )
         try:
             return fn()
         except ConnectionFailure as exc:
-            raise TrackingUnavailableError(
-                f"cannot {what}: MongoDB at {mask_uri(self.settings.mongo_uri)} is not answering "
-                f"({type(exc).__name__})"
-            ) from exc
+            raise mongo_unavailable(exc, self.settings.mongo_uri, what) from exc
 
     # --- runs ---------------------------------------------------------------------------------
     def start_run(

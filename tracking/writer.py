@@ -24,6 +24,7 @@ from typing import Any
 
 import pymongo
 
+from services.connections import error_reason
 from tracking.ops import ApplyError, OpApplier, is_transient
 from tracking.spool import SpoolFile, encode
 
@@ -100,6 +101,8 @@ class Writer:
         self.spooled = 0
         self.rejected = 0
         self.last_error: str | None = None
+        #: The error that took the writer offline (tells a refused login from a silent server).
+        self.last_exception: BaseException | None = None
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="eegfs-tracking-writer", daemon=True)
         self._thread.start()
@@ -256,7 +259,8 @@ class Writer:
                 self.spool.path,
             )
         self.online = False
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_error = error_reason(exc)  # one line, without pymongo's topology dump
+        self.last_exception = exc
         self._next_retry = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self._max_retry_s)
 

@@ -138,7 +138,7 @@ def read_file_info(
     try:
         windows = open_windows(path, layout=lay)
     except InputDataError as exc:
-        raise DataError(str(exc)) from exc
+        raise DataError(_training_fix(str(exc))) from exc
     with windows:
         name = windows.layout.name
         target_name = target or DEFAULT_TARGETS.get(name)
@@ -248,3 +248,22 @@ def build_index(
 
 
 __all__ = ["DEFAULT_TARGETS", "FileInfo", "WindowIndex", "build_index", "read_file_info"]
+
+
+#: Options of the file-reading commands that ``eegfs train`` does not have.
+_LAYOUT_OPTIONS = ("--map", "--layout", "--sfreq")
+_TRAIN_LAYOUT_FIX = (
+    "Fix: `eegfs train` reads the EEG2025 layouts as they are (Challenge 2: data, targets, "
+    "subjects; Challenge 1: eeg, labels, subject_ids; an sfreq root attribute): rename the "
+    "datasets or add the attribute with h5py, or build features from the file with "
+    "`eegfs features build --map ...`"
+)
+
+
+def _training_fix(message: str) -> str:
+    """``message`` of the HDF5 reader with a fix that ``eegfs train`` can follow: the reader's
+    own fix names options (--map, --layout, --sfreq) of the commands that have them."""
+    text, sep, fix = message.partition(" Fix: ")
+    if sep and any(option in fix for option in _LAYOUT_OPTIONS):
+        return f"{text} {_TRAIN_LAYOUT_FIX}"
+    return message

@@ -87,7 +87,7 @@ def sweeps(ctx: PageContext) -> None:
     try:
         names = work.sweep_names(ctx.redis, ctx.settings)
     except Exception as exc:  # noqa: BLE001 - Redis away is reported on the Services page
-        st.caption(f"unknown: Redis is not answering ({type(exc).__name__})")
+        st.caption(f"unknown: Redis does not answer ({type(exc).__name__})")
         return
     if not names:
         st.caption("No sweep yet (`eegfs sweep create NAME --space SPACE.yaml`).")

@@ -42,7 +42,7 @@ def snapshots(ctx: PageContext) -> None:
     except Exception as exc:  # noqa: BLE001 - Redis away: the disk part still shows
         markers = []
         st.warning(
-            f"Redis at {sources.mask_uri(ctx.settings.redis_url)} is not answering "
+            f"Redis at {sources.mask_uri(ctx.settings.redis_url)} does not answer "
             f"({type(exc).__name__}): what the online store serves is unknown."
         )
     served_ids: list[str] = []

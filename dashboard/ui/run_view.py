@@ -150,7 +150,7 @@ def _live_progress_and_curves() -> None:
         )
     else:
         st.warning(
-            f"Redis at {sources.mask_uri(ctx.settings.redis_url)} is not answering "
+            f"Redis at {sources.mask_uri(ctx.settings.redis_url)} does not answer "
             f"({live['error']}): live step updates are off. Epochs still update from MongoDB."
         )
     drawn_steps = pd.concat([steps, live_steps], ignore_index=True) if len(live_steps) else steps

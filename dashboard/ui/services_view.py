@@ -13,7 +13,7 @@ def redis_section(ctx: PageContext) -> None:
     info = health.redis_health(ctx.redis, ctx.settings.redis_url)
     st.markdown(f"#### Redis `{info['address']}`")
     if not info["answering"]:
-        st.error(f"not answering: {info['error']}. Start it with `eegfs services up`.")
+        st.error(f"does not answer: {info['error']}. Start it with `eegfs services up`.")
         return
     cols = st.columns(3)
     cols[0].metric("version", info["version"])
@@ -28,7 +28,7 @@ def mongo_section(ctx: PageContext) -> None:
     info = health.mongo_health(ctx.client, ctx.settings.mongo_uri, ctx.settings.mongo_db)
     st.markdown(f"#### MongoDB `{info['address']}` database `{info['database']}`")
     if not info["answering"]:
-        st.error(f"not answering: {info['error']}. Start it with `eegfs services up`.")
+        st.error(f"does not answer: {info['error']}. Start it with `eegfs services up`.")
         return
     cols = st.columns(3)
     cols[0].metric("version", info["version"])
@@ -44,7 +44,7 @@ def marker_section(ctx: PageContext) -> None:
     try:
         markers = features.online_markers(ctx.redis)
     except Exception as exc:  # noqa: BLE001 - Redis away is reported above
-        st.caption(f"unknown: Redis is not answering ({type(exc).__name__})")
+        st.caption(f"unknown: Redis does not answer ({type(exc).__name__})")
         return
     if not markers:
         st.caption("None: nothing materialized into this Redis (`eegfs features materialize`).")
@@ -72,7 +72,7 @@ def workers_section(ctx: PageContext) -> None:
     try:
         frame = work.workers_frame(ctx.redis, ctx.settings)
     except Exception as exc:  # noqa: BLE001 - Redis away is reported above
-        st.caption(f"unknown: Redis is not answering ({type(exc).__name__})")
+        st.caption(f"unknown: Redis does not answer ({type(exc).__name__})")
         return
     if frame.empty:
         st.caption("No worker has started on this Redis (`eegfs worker`, on any machine).")
@@ -90,7 +90,7 @@ def jobs_section(ctx: PageContext) -> None:
     try:
         frame = work.jobs_frame(ctx.redis, ctx.settings, limit=JOBS_SHOWN)
     except Exception as exc:  # noqa: BLE001 - Redis away is reported above
-        st.caption(f"unknown: Redis is not answering ({type(exc).__name__})")
+        st.caption(f"unknown: Redis does not answer ({type(exc).__name__})")
         return
     if frame.empty:
         st.caption("No job submitted (`eegfs jobs submit train ...`).")

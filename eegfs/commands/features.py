@@ -307,12 +307,27 @@ def materialize(settings: Settings, end: datetime | None) -> None:
     multiple=True,
     help="Feature service (repeatable); default: challenge1_inputs_v1 and challenge2_inputs_v1.",
 )
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Print a row of nulls for a subject the online store does not hold (default: exit 1).",
+)
 @click.pass_obj
-def get(settings: Settings, subjects, services) -> None:
-    """Print a subject's online features from Redis as JSON (missing values are null)."""
+def get(settings: Settings, subjects, services, allow_missing: bool) -> None:
+    """Print a subject's online features from Redis as JSON (missing values are null).
+
+    A subject that a service holds no value for is an error (exit 1) unless --allow-missing;
+    a malformed id exits 2.
+
+    \b
+    Example (the first subject of the demo data):
+      eegfs features get --subject "$(sed -n 2p data/demo/participants.tsv | cut -f1)"
+    """
     from featurestore.commands import online_features_record
 
-    records = online_features_record(settings, list(subjects), list(services) or None)
+    records = online_features_record(
+        settings, list(subjects), list(services) or None, allow_missing=allow_missing
+    )
     click.echo(json.dumps(records[0] if len(records) == 1 else records, indent=1))
 
 

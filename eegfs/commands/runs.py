@@ -74,6 +74,7 @@ def runs() -> None:
 @click.option(
     "--stale-after",
     default=DEFAULT_STALE_AFTER_S,
+    type=click.FloatRange(min=0, min_open=True),
     show_default=True,
     help="Seconds without heartbeat before a run is stale.",
 )
@@ -329,8 +330,19 @@ def runs_best(settings: Settings, metric, n, challenge, maximize, status, as_jso
 @runs.command("watch")
 @click.argument("experiment_id", required=False)
 @click.option("--poll", is_flag=True, help="Poll instead of using a change stream.")
-@click.option("--interval", default=1.0, show_default=True, help="Polling interval in seconds.")
-@click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")
+@click.option(
+    "--interval",
+    default=1.0,
+    type=click.FloatRange(min=0.01),
+    show_default=True,
+    help="Polling interval in seconds.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds.",
+)
 @click.pass_obj
 def runs_watch(settings: Settings, experiment_id, poll, interval, timeout) -> None:
     """Follow new epochs live (one run until it finishes, or every run until Ctrl-C).

@@ -165,7 +165,7 @@ def test_an_outage_across_a_run_loses_and_duplicates_nothing(outage, start_local
         run.attach_log("epoch logs\n")
         assert tracker.flush() is False  # spooled, not applied
         assert tracker.spool_path.exists() and tracker.spool_path.stat().st_size > 0
-        with pytest.raises(TrackingUnavailableError, match="not answering"):
+        with pytest.raises(TrackingUnavailableError, match="does not answer"):
             tracker.get_run(run.id)
         during = tracker.acknowledged - before
 

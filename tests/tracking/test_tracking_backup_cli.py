@@ -147,7 +147,7 @@ def test_cli_unreachable_server_masks_the_password(cli_env):
         cli_env, MONGO_URI="mongodb://alice:hunter2@127.0.0.1:1/?serverSelectionTimeoutMS=300"
     )
     result = _run(env, "runs", "list")
-    assert result.exit_code == 1 and "not answering" in result.output
+    assert result.exit_code == 1 and "does not answer" in result.output
     assert "hunter2" not in result.output and "alice:***@" in result.output
 
 
