@@ -138,7 +138,9 @@ def models_fetch(settings: Settings, name, alias_or_version, dest) -> None:
 
 @models.command("predictions")
 @click.argument("name", required=False)
-@click.option("--limit", type=int, default=20, show_default=True, help="Newest N.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Newest N."
+)
 @click.pass_obj
 def models_predictions(settings: Settings, name, limit) -> None:
     """Recorded `eegfs predict` runs (of model NAME, or all), newest first."""

@@ -22,7 +22,7 @@ import pytest
 from cli_testlib import REPO, command_of, leaf_commands, option_names
 
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
-EEGFS_CALL = re.compile(r"\beegfs ((?:[a-z][a-z-]*\s?)+)((?:[^`'\"\n]*?))(?:[`'\"\n]|$)")
+EEGFS_CALL = re.compile(r"\beegfs ((?:[a-z][a-z-]* ?)+)((?:[^`'\"\n]*?))(?:[`'\"\n]|$)")
 LIBRARIES = ("services", "pipelines", "featurestore", "tracking", "training", "jobs", "demodata")
 
 #: Library module (or command helper module) -> the commands that print its messages.
