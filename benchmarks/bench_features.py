@@ -39,14 +39,11 @@ The script exits with status 1 when any target it prints is missed (the table ma
 from __future__ import annotations
 
 import argparse
-import gc
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -56,6 +53,19 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from features_benchlib import (  # noqa: E402
+    N_T,
+    SFREQ,
+    PeakRSS,
+    Targets,
+    cpu_and_wall,
+    latencies,
+    synth_chunk,
+    timed,
+    write_input,
+    write_participants,
+)
 
 from featurestore.client import FeatureStoreClient  # noqa: E402
 from pipelines.bandpower import DEFAULT_BANDS, BandpowerParams, WelchPlan  # noqa: E402
@@ -67,125 +77,6 @@ from services.local import free_port, start_redis, stop_process  # noqa: E402
 from services.settings import Settings  # noqa: E402
 
 CHUNK = 256
-N_CH = 129
-N_T = 200
-SFREQ = 100.0
-
-
-@dataclass(frozen=True)
-class Target:
-    """One printed target and whether this run met it."""
-
-    name: str
-    met: bool
-
-
-class Targets(list):
-    """The targets checked in a run."""
-
-    def check(self, name: str, value: float, limit: float, *, at_least: bool = False) -> str:
-        """Record ``value <= limit`` (or ``>=`` with ``at_least``); returns ``"(target ...: met)"``."""
-        met = bool(value >= limit) if at_least else bool(value <= limit)
-        label = f"{'>=' if at_least else '<='} {limit:g}{name}"
-        self.append(Target(label, met))
-        return f"(target {label}: {'met' if met else 'MISSED'})"
-
-    def require(self, name: str, met: bool) -> str:
-        """Record a yes/no target (such as "no row dropped")."""
-        self.append(Target(name, bool(met)))
-        return f"({name}: {'met' if met else 'MISSED'})"
-
-    @property
-    def missed(self) -> list[str]:
-        return [t.name for t in self if not t.met]
-
-
-def synth_chunk(rng: np.random.Generator, n: int) -> np.ndarray:
-    """EEG-like windows (1/f + alpha, 0.5-48 Hz), volts, float32; Cz (last channel) flat."""
-    f = np.fft.rfftfreq(N_T, 1 / SFREQ)
-    amp = 1.0 / np.maximum(f, 1.0) + 0.8 * np.exp(-0.5 * ((f - 10.0) / 1.5) ** 2)
-    amp[(f < 0.5) | (f > 48)] = 0
-    spec = amp * (
-        rng.standard_normal((n, N_CH, f.size)) + 1j * rng.standard_normal((n, N_CH, f.size))
-    )
-    x = np.fft.irfft(spec, n=N_T, axis=-1).astype(np.float32)
-    x *= np.float32(20e-6) / (x.std(axis=-1, keepdims=True) + np.float32(1e-12))
-    x[:, -1] = 0
-    return x
-
-
-def write_input(path: Path, n: int, n_subjects: int, seed: int = 0) -> list[str]:
-    """Challenge 1 layout file of ``n`` windows, gzip level 4 + shuffle, one window per chunk."""
-    rng = np.random.default_rng(seed)
-    subjects = [f"NDARBM{i:06d}" for i in range(n_subjects)]
-    ids = np.array([subjects[i * n_subjects // n].encode() for i in range(n)])
-    with h5py.File(path, "w") as f:
-        ds = f.create_dataset(
-            "eeg",
-            shape=(n, N_CH, N_T),
-            dtype="float32",
-            chunks=(1, N_CH, N_T),
-            compression="gzip",
-            compression_opts=4,
-            shuffle=True,
-        )
-        for s in range(0, n, 500):
-            ds[s : s + 500] = synth_chunk(rng, min(500, n - s))
-        f.create_dataset("labels", data=rng.uniform(0.3, 1.5, n).astype(np.float32))
-        f.create_dataset("subject_ids", data=ids)
-        f.attrs.update(sfreq=SFREQ, release="RB", n_windows=n, n_channels=N_CH, n_timepoints=N_T)
-    return subjects
-
-
-def write_participants(path: Path, subjects: list[str]) -> None:
-    rng = np.random.default_rng(1)
-    rows = [
-        "participant_id\trelease_number\tsex\tage\tehq_total\tp_factor\tattention\tinternalizing\texternalizing"
-    ]
-    for i, s in enumerate(subjects):
-        v = rng.normal(size=4)
-        rows.append(
-            f"sub-{s}\tRB\t{'MF'[i % 2]}\t{8 + i % 10}\t{50 + i % 40}\t"
-            + "\t".join(f"{x:.3f}" for x in v)
-        )
-    path.write_text("\n".join(rows) + "\n")
-
-
-class PeakRSS:
-    """Peak growth of this process's resident memory while the block runs (sampled every 5 ms)."""
-
-    def __enter__(self):
-        gc.collect()
-        self._proc = psutil.Process()
-        self.base = self._proc.memory_info().rss
-        self.peak = self.base
-        self._stop = False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop:
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._t.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.base) / 2**20
-
-
-def timed(fn, repeat: int = 1):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def bench_kernel(n: int, mne_windows: int, rows: list, targets: Targets) -> None:
@@ -243,16 +134,6 @@ def bench_kernel(n: int, mne_windows: int, rows: list, targets: Targets) -> None
     )
 
 
-def _cpu_and_wall(fn) -> tuple[float, float]:
-    proc = psutil.Process()
-    before = proc.cpu_times()
-    t = time.perf_counter()
-    fn()
-    wall = time.perf_counter() - t
-    after = proc.cpu_times()
-    return wall, (after.user - before.user) + (after.system - before.system)
-
-
 def bench_end_to_end(
     h5: Path,
     n: int,
@@ -286,9 +167,9 @@ def bench_end_to_end(
     build()
     reads, builds, h5py_builds = [], [], []
     for _ in range(repeats):
-        reads.append(_cpu_and_wall(bare_read))
-        builds.append(_cpu_and_wall(build))
-        h5py_builds.append(_cpu_and_wall(lambda: build(direct_chunks=False)))
+        reads.append(cpu_and_wall(bare_read))
+        builds.append(cpu_and_wall(build))
+        h5py_builds.append(cpu_and_wall(lambda: build(direct_chunks=False)))
     med = statistics.median
     t_read, t_build = med(w for w, _ in reads), med(w for w, _ in builds)
     cpu_read, cpu_build = med(c for _, c in reads), med(c for _, c in builds)
@@ -353,29 +234,13 @@ def bench_read(h5: Path, n: int, rows: list, repeats: int = 3) -> None:
     runs: dict[str, list] = {name: [] for name in sides}
     for _ in range(repeats):
         for name, fn in sides.items():
-            runs[name].append(_cpu_and_wall(fn))
+            runs[name].append(cpu_and_wall(fn))
     med = statistics.median
     base = med(w for w, _ in next(iter(runs.values())))
     for name, results in runs.items():
         wall, cpu = med(w for w, _ in results), med(c for _, c in results)
         note = f"{base / wall:.2f}x the speed of h5py (wall), median of {repeats}"
         rows.append((f"read: {name}", f"{n} windows", f"{wall:.2f} s", f"CPU {cpu:.2f} s", note))
-
-
-def _latencies(fns: dict, calls: int) -> dict[str, tuple[float, float]]:
-    """``name -> (p50, p99)`` in ms over ``calls`` calls of each function, called in turn."""
-    lat: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up: connections, registry, imports
-    for _ in range(calls):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            lat[name].append(time.perf_counter() - t)
-    return {
-        name: (float(np.percentile(v, 50) * 1e3), float(np.percentile(v, 99) * 1e3))
-        for name, v in lat.items()
-    }
 
 
 def bench_online(
@@ -396,7 +261,7 @@ def bench_online(
         FeatureStoreClient(settings, cache_size=0) as cold,
         FeatureStoreClient(settings, cache_size=4096) as cached,
     ):
-        lat = _latencies(
+        lat = latencies(
             {
                 "raw": raw,
                 "cold": lambda: cold.get_online_features(ids, service),
