@@ -140,10 +140,12 @@ def train(ctx: click.Context, **opts) -> None:
     prints the experiment id, the best epoch, the validation NRMSE against a mean predictor and
     the best checkpoint.
     """
+    from services.memory import retain_freed_memory
     from training.results import format_outcome
     from training.runner import train as run_training
 
     settings: Settings = ctx.obj
+    retain_freed_memory()  # batches reuse freed memory instead of faulting in new pages
     data = tuple(opts["data"]) + tuple(opts["more_data"])
     progress = not opts["no_progress"]
     if opts["resume"]:
