@@ -186,12 +186,17 @@ def many_writers(uri: str, settings: Settings, epochs: int, steps: int) -> tuple
     """Table rows and tracker results of WRITERS concurrent writer processes."""
     ctx = multiprocessing.get_context("spawn")
     spe = max(1, steps // epochs)
+    # close() + join(): workers exit on their own, never through terminate()'s SIGTERM
     with ctx.Pool(WRITERS) as pool:
         raws = pool.starmap(
             raw_writer, [(uri, settings.mongo_db, epochs, steps, spe, 500)] * WRITERS
         )
+        pool.close()
+        pool.join()
     with ctx.Pool(WRITERS) as pool:
         many = pool.starmap(tracker_writer, [(settings, epochs, steps, spe)] * WRITERS)
+        pool.close()
+        pool.join()
     rows = [
         (
             f"log_epoch, {WRITERS} writers",

@@ -25,6 +25,11 @@ def test_eight_processes_lose_and_duplicate_nothing(settings, db):
             concurrent_writer,
             [(settings, str(shared.id), index, EPOCHS, STEPS) for index in range(WRITERS)],
         )
+        # Let the workers exit on their own: the block's terminate() SIGTERMs them, and a worker
+        # that catches SIGTERM (coverage's `sigterm = true` handler) can leave terminate() joining
+        # it forever (cpython#78178).
+        pool.close()
+        pool.join()
     own_ids = [ObjectId(i) for i in own_ids]
 
     assert len(set(own_ids)) == WRITERS
