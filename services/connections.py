@@ -115,26 +115,37 @@ def _detail(exc: BaseException) -> str:
     return "" if reason.strip(" .").lower() == "authentication failed" else f" ({reason})"
 
 
+def _server_error_text(exc, where: str, setting: str, refused_login, unreachable) -> str | None:
+    """The one line of :func:`redis_error_text` / :func:`mongo_error_text`: a refused login
+    anywhere in ``exc``'s chain wins over a server that does not answer."""
+    for e in error_chain(exc):
+        if refused_login(e):
+            return (
+                f"{where}: authentication failed{_detail(e)}; check the user and password in "
+                + setting
+            )
+    for e in error_chain(exc):
+        if isinstance(e, unreachable):
+            return (
+                f"{where} does not answer ({error_reason(e)}); start it with `eegfs services up` or "
+                f"check {setting.split()[0]}"
+            )
+    return None
+
+
 def redis_error_text(exc: BaseException, url: str | None) -> str | None:
     """One line for a Redis at ``url`` that refuses the login or does not answer, else None.
 
     ``exc`` may wrap the redis-py error (Feast and RQ do). The address is masked; ``url`` None:
     the address is not known where the error is caught.
     """
-    where = f"Redis at {mask_uri(url)}" if url else "Redis"
-    for e in error_chain(exc):
-        if _redis_refused_login(e):
-            return (
-                f"{where}: authentication failed{_detail(e)}; check the user and password in "
-                "REDIS_URL (percent-encode special characters)"
-            )
-    for e in error_chain(exc):
-        if isinstance(e, redis.ConnectionError | redis.TimeoutError):
-            return (
-                f"{where} does not answer ({error_reason(e)}); start it with `eegfs services up` or "
-                "check REDIS_URL"
-            )
-    return None
+    return _server_error_text(
+        exc,
+        f"Redis at {mask_uri(url)}" if url else "Redis",
+        "REDIS_URL (percent-encode special characters)",
+        _redis_refused_login,
+        redis.ConnectionError | redis.TimeoutError,
+    )
 
 
 def _mongo_refused_login(exc: BaseException) -> bool:
@@ -150,20 +161,13 @@ def mongo_error_text(exc: BaseException, uri: str | None) -> str | None:
 
     ``uri`` None: the address is not known where the error is caught. The address is masked.
     """
-    where = f"MongoDB at {mask_uri(uri)}" if uri else "MongoDB"
-    for e in error_chain(exc):
-        if _mongo_refused_login(e):
-            return (
-                f"{where}: authentication failed{_detail(e)}; check the user and password in "
-                "MONGO_URI"
-            )
-    for e in error_chain(exc):
-        if isinstance(e, pymongo.errors.ConnectionFailure):
-            return (
-                f"{where} does not answer ({error_reason(e)}); start it with `eegfs services up` or "
-                "check MONGO_URI"
-            )
-    return None
+    return _server_error_text(
+        exc,
+        f"MongoDB at {mask_uri(uri)}" if uri else "MongoDB",
+        "MONGO_URI",
+        _mongo_refused_login,
+        pymongo.errors.ConnectionFailure,
+    )
 
 
 def redis_host_port_db(url: str) -> tuple[str, int, int]:
