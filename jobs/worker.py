@@ -11,6 +11,8 @@ RQ's worker is extended through its overridable methods, not rewritten:
 * :meth:`FencedWorker.handle_job_success` / :meth:`FencedWorker.handle_job_failure` record the
   outcome only while the attempt is still the job's current one; a worker that was frozen while
   its job was handed on changes nothing when it wakes up;
+* :meth:`FencedWorker.fork_work_horse` never forks while the heartbeat thread is inside a tick
+  (both hold :attr:`FencedWorker.fork_lock`);
 * a heartbeat thread beats ``BEATS_PER_INTERVAL`` times per interval, runs the lost-worker sweep
   (:class:`jobs.recovery.Recovery`) and kills this worker's horse when its attempt was handed on.
 
@@ -60,6 +62,13 @@ class FencedWorker(rq_adapter.Worker):
         self.fence = fence
         self.attempt: Attempt | None = None
         self.jobs_done = 0
+        # Held by the heartbeat thread through each tick and by this thread while it forks a
+        # work horse. fork() copies every lock another thread holds at that moment, and nothing
+        # in the horse ever releases them: a tick imports modules lazily (Optuna, to fail a lost
+        # worker's trial), logs and talks to MongoDB, so a horse forked mid-tick could block
+        # forever on the first import or lock it shares with the tick (seen once: a sweep trial
+        # forked while the tick imported jobs.sweeps never started).
+        self.fork_lock = threading.Lock()
 
     # --- main process ---------------------------------------------------------------------------
     def execute_job(self, job, queue) -> None:
@@ -77,6 +86,11 @@ class FencedWorker(rq_adapter.Worker):
             self.attempt = None
             self.beat.job, self.beat.attempt = "", 0
             self.jobs_done += 1
+
+    def fork_work_horse(self, job, queue) -> None:
+        # In the horse, RQ's method never returns (it ends in os._exit); see ``fork_lock``.
+        with self.fork_lock:
+            super().fork_work_horse(job, queue)
 
     def maintain_heartbeats(self, job) -> None:
         # RQ's own heartbeats while a horse runs; a Redis restart must not end the worker.
@@ -173,6 +187,10 @@ class _Ticker:
             self.tick()
 
     def tick(self) -> None:
+        with self.worker.fork_lock:  # no horse is forked in the middle of a tick
+            self._tick()
+
+    def _tick(self) -> None:
         try:
             self.worker.beat.beat()
             self.check_own_attempt()
