@@ -413,7 +413,7 @@ def main() -> int:
         default=None,
         help="existing demo data (default: write the default demo to a temp dir)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="repetitions of each measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="repetitions of each measurement")
     parser.add_argument(
         "--epochs", type=int, default=2, help="measured epochs per repetition (steps)"
     )
