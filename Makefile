@@ -85,6 +85,9 @@ FIRST_SUBJECT = $$(awk -F'\t' 'NR==2 {print $$1}' $(DEMO_DIR)/participants.tsv)
 # always records a new run.
 demo: features
 	$(EEGFS) train --challenge 2 --data $(DEMO_DIR)/challenge2_R*.h5 --seed $(SEED) --skip-if-done
+	@echo; echo "== the run's best checkpoint as model demo-c2@production, predicting release R2 =="
+	$(EEGFS) models register demo-c2 --run latest --challenge 2 --alias production
+	$(EEGFS) predict --model demo-c2@production --data $(DEMO_DIR)/challenge2_R2.h5 --out $(DATA_DIR)/predictions/demo-R2.parquet
 	@echo; echo "== online lookup of one demo subject (Feast -> Redis) =="
 	@$(EEGFS) features get --subject $(FIRST_SUBJECT) --service challenge2_inputs_v1 | head -c 600; echo " ..."
 	@echo; echo "== latest recorded runs (MongoDB) =="
@@ -92,6 +95,7 @@ demo: features
 	@echo; echo "== services =="
 	@$(EEGFS) services status
 	@echo; echo "Done. Demo data: $(DEMO_DIR)/  features: $(DATA_DIR)/features/  checkpoints: $(DATA_DIR)/checkpoints/"
+	@echo "Predictions: $(DATA_DIR)/predictions/demo-R2.parquet (per window) and demo-R2.subjects.parquet; eegfs models predictions demo-c2"
 	@echo "Next: eegfs runs show <id>, eegfs runs watch, eegfs features get --subject <id>; make services-down to stop local servers."
 	@echo; echo "== dashboard =="
 	@echo "make dashboard    (or: $(EEGFS) dashboard), then open http://$(DASHBOARD_HOST):$(DASHBOARD_PORT) in a browser:"

@@ -71,6 +71,10 @@ def _data_shape(data: dict[str, Any]) -> dict[str, Any]:
     return {k: data.get(k) for k in ("n_channels", "sfreq", "window_samples", "crop_samples")}
 
 
+#: The run id that names the newest completed run (``eegfs models register --run latest``).
+LATEST_RUN = "latest"
+
+
 class ModelRegistry:
     """Registry operations on one tracking database."""
 
@@ -79,6 +83,40 @@ class ModelRegistry:
         self.fs = gridfs.GridFSBucket(db, bucket_name=GRIDFS_BUCKET)
 
     # --- writing ------------------------------------------------------------------------------
+    def best_checkpoint_of(
+        self, run_id: str | ObjectId, *, challenge: int | None = None
+    ) -> ObjectId:
+        """The best checkpoint of run ``run_id``; ``"latest"``: of the newest completed run
+        (of ``challenge`` when given).
+
+        The best checkpoint is the one the run's ``best_checkpoint`` field names (see
+        :mod:`tracking.best`).
+        """
+        if run_id == LATEST_RUN:
+            query: dict[str, Any] = {"status": "completed", "best_checkpoint.id": {"$exists": True}}
+            if challenge is not None:
+                query["challenge"] = int(challenge)
+            run = self.db[EXPERIMENTS].find_one(
+                query, {"best_checkpoint": 1}, sort=[("started_at", pymongo.DESCENDING)]
+            )
+            if run is None:
+                of = "" if challenge is None else f" of challenge {challenge}"
+                raise NotFoundError(
+                    f"no completed run{of} with a checkpoint yet; train one (`eegfs train`) or "
+                    "name a run with --run RUN_ID"
+                )
+        else:
+            oid = to_object_id(run_id, "run id")
+            run = self.db[EXPERIMENTS].find_one({"_id": oid}, {"best_checkpoint": 1})
+            if run is None:
+                raise NotFoundError(f"no run {oid}; list runs with `eegfs runs list`")
+            if not (run.get("best_checkpoint") or {}).get("id"):
+                raise NotFoundError(
+                    f"run {oid} has no best checkpoint (it saved none); name a checkpoint "
+                    "instead (`eegfs runs show ID` lists them)"
+                )
+        return run["best_checkpoint"]["id"]
+
     def register(
         self,
         name: str,

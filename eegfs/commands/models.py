@@ -79,23 +79,48 @@ def models_show(settings: Settings, name: str) -> None:
 
 @models.command("register")
 @click.argument("name")
-@click.argument("checkpoint_id")
+@click.argument("checkpoint_id", required=False)
+@click.option(
+    "--run",
+    "run_id",
+    default=None,
+    help="Register the best checkpoint of this run instead ('latest': the newest completed run).",
+)
+@click.option(
+    "--challenge",
+    type=click.Choice(["1", "2"]),
+    default=None,
+    help="With --run latest: the newest completed run of this challenge.",
+)
 @click.option(
     "--alias", "aliases", multiple=True, help="Alias to point at the new version (repeatable)."
 )
 @click.option("--description", default="", help="Free text.")
 @click.pass_obj
-def models_register(settings: Settings, name, checkpoint_id, aliases, description) -> None:
-    """Register checkpoint CHECKPOINT_ID (see `eegfs runs show`) as the next version of NAME."""
+def models_register(
+    settings: Settings, name, checkpoint_id, run_id, challenge, aliases, description
+) -> None:
+    """Register checkpoint CHECKPOINT_ID (see `eegfs runs show`), or the best checkpoint of a run
+    (--run), as the next version of NAME. The same file registered again keeps its version."""
     from tracking.database import open_database
     from tracking.registry import ModelRegistry
 
+    if (checkpoint_id is None) == (run_id is None):
+        raise click.UsageError("give either CHECKPOINT_ID or --run RUN_ID (not both)")
+    if challenge is not None and run_id != "latest":
+        raise click.UsageError("--challenge goes with --run latest only")
     with open_database(settings) as db:
-        version = ModelRegistry(db).register(
-            name, checkpoint_id, description=description, aliases=aliases
-        )
+        registry = ModelRegistry(db)
+        if run_id is not None:
+            checkpoint_id = str(
+                registry.best_checkpoint_of(
+                    run_id, challenge=None if challenge is None else int(challenge)
+                )
+            )
+        version = registry.register(name, checkpoint_id, description=description, aliases=aliases)
     click.echo(
         f"{name} v{version['version']} <- checkpoint {checkpoint_id}"
+        + ("" if run_id is None else f" (the best of run {run_id})")
         + ("" if version["portable"] else " (no GridFS copy: loadable only where the file is)")
     )
 

@@ -163,6 +163,12 @@ def test_cli_sync_models_subjects_datasets_backup(cli_env, tracker, db, tmp_path
     assert _run(cli_env, "runs", "sync").exit_code == 0
     reg = _run(cli_env, "models", "register", "eegnex", str(ckpt), "--alias", "candidate")
     assert reg.exit_code == 0 and "eegnex v1" in reg.output
+    # The run's best checkpoint is that same file: the same version, now also aliased.
+    again = _run(cli_env, "models", "register", "eegnex", "--run", "latest", "--alias", "demo")
+    assert again.exit_code == 0 and f"eegnex v1 <- checkpoint {ckpt}" in again.output
+    assert "the best of run latest" in again.output
+    by_id = _run(cli_env, "models", "register", "other", "--run", str(run.id))
+    assert by_id.exit_code == 0 and f"other v1 <- checkpoint {ckpt}" in by_id.output
     assert _run(cli_env, "models", "alias", "eegnex", "production", "1").exit_code == 0
     shown = _run(cli_env, "models", "show", "eegnex")
     assert "production" in shown.output and "eeg_inputs_v1" in shown.output

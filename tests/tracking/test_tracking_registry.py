@@ -65,6 +65,31 @@ def test_versions_aliases_and_lineage(tracker, db, tmp_path):
         registry.get_version("nope", 1)
 
 
+def test_best_checkpoint_of_a_run_and_of_the_latest_run(tracker, db, tmp_path):
+    registry = ModelRegistry(db)
+    with pytest.raises(NotFoundError, match="no completed run with a checkpoint"):
+        registry.best_checkpoint_of("latest")
+    older, (_, older_best) = _trained(tracker, tmp_path, name="older")
+    newer, (_, newer_best) = _trained(tracker, tmp_path, name="newer")
+    assert registry.best_checkpoint_of(older.id) == older_best
+    assert registry.best_checkpoint_of(str(newer.id)) == newer_best
+    assert registry.best_checkpoint_of("latest") == newer_best
+    assert registry.best_checkpoint_of("latest", challenge=2) == newer_best
+    with pytest.raises(NotFoundError, match="no completed run of challenge 1"):
+        registry.best_checkpoint_of("latest", challenge=1)
+    # A newer completed run without checkpoints is not "latest", and cannot be registered.
+    bare = start_example_run(tracker, name="no-checkpoint")
+    bare.finish()
+    tracker.flush()
+    assert registry.best_checkpoint_of("latest") == newer_best
+    with pytest.raises(NotFoundError, match="has no best checkpoint"):
+        registry.best_checkpoint_of(bare.id)
+    with pytest.raises(NotFoundError, match="no run 0123456789abcdef01234567"):
+        registry.best_checkpoint_of("0123456789abcdef01234567")
+    with pytest.raises(ValueError, match="not-an-id"):
+        registry.best_checkpoint_of("not-an-id")
+
+
 def test_load_model_on_another_machine_from_gridfs(tracker, db, tmp_path):
     _, (_, best) = _trained(tracker, tmp_path)  # not uploaded while training
     registry = ModelRegistry(db)
