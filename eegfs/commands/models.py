@@ -120,7 +120,7 @@ def models_register(
         version = registry.register(name, checkpoint_id, description=description, aliases=aliases)
     click.echo(
         f"{name} v{version['version']} <- checkpoint {checkpoint_id}"
-        + ("" if run_id is None else f" (the best of run {run_id})")
+        + ("" if run_id is None else f" (the best of run {version['lineage']['experiment_id']})")
         + ("" if version["portable"] else " (no GridFS copy: loadable only where the file is)")
     )
 

@@ -166,7 +166,7 @@ def test_cli_sync_models_subjects_datasets_backup(cli_env, tracker, db, tmp_path
     # The run's best checkpoint is that same file: the same version, now also aliased.
     again = _run(cli_env, "models", "register", "eegnex", "--run", "latest", "--alias", "demo")
     assert again.exit_code == 0 and f"eegnex v1 <- checkpoint {ckpt}" in again.output
-    assert "the best of run latest" in again.output
+    assert f"the best of run {run.id}" in again.output
     by_id = _run(cli_env, "models", "register", "other", "--run", str(run.id))
     assert by_id.exit_code == 0 and f"other v1 <- checkpoint {ckpt}" in by_id.output
     assert _run(cli_env, "models", "alias", "eegnex", "production", "1").exit_code == 0
