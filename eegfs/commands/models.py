@@ -103,11 +103,11 @@ def models_register(
     """Register checkpoint CHECKPOINT_ID (see `eegfs runs show`), or the best checkpoint of a run
     (--run), as the next version of NAME. The same file registered again keeps its version."""
     from tracking.database import open_database
-    from tracking.registry import ModelRegistry
+    from tracking.registry import LATEST_RUN, ModelRegistry
 
     if (checkpoint_id is None) == (run_id is None):
         raise click.UsageError("give either CHECKPOINT_ID or --run RUN_ID (not both)")
-    if challenge is not None and run_id != "latest":
+    if challenge is not None and run_id != LATEST_RUN:
         raise click.UsageError("--challenge goes with --run latest only")
     with open_database(settings) as db:
         registry = ModelRegistry(db)
