@@ -91,31 +91,39 @@ def fill_matrix(plan: Plan, n: int, column: Callable[[str, str], Any]) -> np.nda
     that many columns).
     """
     out = np.full((n, len(plan)), np.nan, np.float32)
-    j = 0
-    while j < len(plan):
-        _, (encoding, feat, _) = plan[j]
+    for encoding, feat, j, width in _segments(plan):
         values = column(feat, encoding)
         if encoding == "num":
             out[:, j] = values
-            j += 1
         elif encoding == "cat":
             out[:, j] = _categorical_codes(feat, values)
-            j += 1
         else:
-            width = sum(1 for _, (e, f, _) in plan[j:] if e == "list" and f == feat)
             _spread_lists(out, j, width, feat, values)
-            j += width
     return out
 
 
+def _segments(plan: Plan) -> list[tuple[str, str, int, int]]:
+    """``(encoding, feature, first column, width)`` per feature of ``plan``, in one pass (a list
+    feature's channel columns are contiguous; every other feature has one column)."""
+    segments: list[tuple[str, str, int, int]] = []
+    for j, (_, (encoding, feat, _)) in enumerate(plan):
+        last = segments[-1] if segments else None
+        if encoding == "list" and last is not None and last[0] == "list" and last[1] == feat:
+            segments[-1] = (encoding, feat, last[2], last[3] + 1)
+        else:
+            segments.append((encoding, feat, j, 1))
+    return segments
+
+
 def _spread_lists(out: np.ndarray, j: int, width: int, feat: str, values) -> None:
-    for i, v in enumerate(values):
-        if isinstance(v, np.ndarray):
-            if v.shape != (width,):
-                raise FeatureStoreError(
-                    f"feature {feat!r} holds {v.shape[0]} values, expected {width} channels"
-                )
-            out[i, j : j + width] = v
+    rows = [i for i, v in enumerate(values) if isinstance(v, np.ndarray)]
+    for i in rows:
+        if values[i].shape != (width,):
+            raise FeatureStoreError(
+                f"feature {feat!r} holds {values[i].shape[0]} values, expected {width} channels"
+            )
+    if rows:
+        out[rows, j : j + width] = np.stack([values[i] for i in rows])
 
 
 def frame_matrix(plan: Plan, df: pd.DataFrame) -> np.ndarray:

@@ -321,3 +321,27 @@ def test_online_matrix_equals_the_dataframe_conversion_and_tracks_the_manifest(d
         tmp.write_bytes(original)
         tmp.replace(path)
     assert "chan_rel_alpha[E1]" in client.matrix_columns(INPUT_SERVICES[2])
+
+
+def test_fill_matrix_spreads_lists_around_missing_rows_and_checks_widths():
+    plan = [
+        ("n_windows", ("num", "n_windows", 0)),
+        ("power[E1]", ("list", "power", 0)),
+        ("power[E2]", ("list", "power", 1)),
+        ("power[E3]", ("list", "power", 2)),
+        ("sex_code", ("cat", "sex", 0)),
+    ]
+    values = {
+        "n_windows": np.array([3.0, np.nan, 5.0], np.float32),
+        "power": [np.array([1, 2, 3], np.float32), np.nan, np.array([4, 5, 6], np.float32)],
+        "sex": ["F", None, "m"],
+    }
+    out = matrices.fill_matrix(plan, 3, lambda feat, _encoding: values[feat])
+    expected = np.array(
+        [[3, 1, 2, 3, 0], [np.nan] * 5, [5, 4, 5, 6, 1]],
+        np.float32,
+    )
+    np.testing.assert_array_equal(out, expected)
+    values["power"][2] = np.array([1, 2], np.float32)
+    with pytest.raises(FeatureStoreError, match="'power' holds 2 values, expected 3 channels"):
+        matrices.fill_matrix(plan, 3, lambda feat, _encoding: values[feat])
