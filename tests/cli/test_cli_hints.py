@@ -39,6 +39,7 @@ SHOWN_BY = {
     "pipelines/participants.py": ["features build", "features push", "subjects sync"],
     "services/compose_env.py": ["services compose-env"],
     "tracking/claims.py": ["train"],
+    "tracking/registry.py": ["models register"],
     "tracking/subjects.py": ["subjects sync"],
     "training/claiming.py": ["train"],
     "training/config.py": ["train"],
