@@ -3,7 +3,8 @@
 * latency: from ``submit`` returning to the job's own code starting (a ``noop`` job returns
   the time it started), with two idle ``eegfs worker`` processes waiting; baseline: a plain
   ``rq worker`` (JSON serializer) running ``time.time`` the same way. Target p99 <= 50 ms.
-* throughput: 500 short CPU-bound ``spin`` jobs with 2 workers vs 1. Target >= 1.8x.
+* throughput: 500 short CPU-bound ``spin`` jobs with 2 workers vs 1, three back-to-back pairs
+  in alternating order. Target: median pair >= 1.8x.
 * sweep: a demo sweep of 8 short trials (one thread each, ``--workers 0``) with 2 workers vs 1.
   Target: 2 workers take <= 0.6x the time of 1.
 * faults: a worker SIGKILLed mid-job; seconds until its job is queued again. Target: within
@@ -171,26 +172,44 @@ def baseline_latency(settings: Settings, logs: Path, n: int) -> list[float]:
     return out
 
 
-def bench_throughput(settings: Settings, logs: Path, n: int, iterations: int) -> bool:
-    seconds = {}
-    for count in (1, 2):
-        queue_name = f"tp{count}-{uuid.uuid4().hex[:6]}"
-        procs = start_workers(settings, queue_name, count, logs)
-        try:
-            with JobQueue(settings) as queue:
-                started = time.perf_counter()
-                ids = queue.submit_many([("spin", [str(iterations)])] * n, queue=queue_name)
-                wait_finished(queue, ids, 1800, poll_s=0.5)
-                seconds[count] = time.perf_counter() - started
-        finally:
-            stop_workers(procs)
-    speedup = seconds[1] / seconds[2]
+def _spin_seconds(settings: Settings, logs: Path, workers: int, n: int, iterations: int) -> float:
+    """Seconds from submitting ``n`` spin jobs to all finished, with ``workers`` fresh workers."""
+    queue_name = f"tp{workers}-{uuid.uuid4().hex[:6]}"
+    procs = start_workers(settings, queue_name, workers, logs)
+    try:
+        with JobQueue(settings) as queue:
+            started = time.perf_counter()
+            ids = queue.submit_many([("spin", [str(iterations)])] * n, queue=queue_name)
+            wait_finished(queue, ids, 1800, poll_s=0.5)
+            return time.perf_counter() - started
+    finally:
+        stop_workers(procs)
+
+
+def bench_throughput(
+    settings: Settings, logs: Path, n: int, iterations: int, repeats: int = 3
+) -> bool:
+    """2 workers vs 1 on ``n`` spin jobs, ``repeats`` back-to-back pairs in alternating order
+    (this machine's speed drifts by more than the target's margin between two single runs);
+    the median pair is checked."""
+    pairs = []
+    for rep in range(repeats):
+        order = (1, 2) if rep % 2 == 0 else (2, 1)
+        seconds = {count: _spin_seconds(settings, logs, count, n, iterations) for count in order}
+        pairs.append(seconds)
+        print(
+            f"throughput {n} spin jobs: 1 worker {seconds[1]:.1f} s ({n / seconds[1]:.1f} jobs/s), "
+            f"2 workers {seconds[2]:.1f} s ({n / seconds[2]:.1f} jobs/s): "
+            f"{seconds[1] / seconds[2]:.2f}x"
+        )
+    speedups = sorted(p[1] / p[2] for p in pairs)
+    speedup = speedups[len(speedups) // 2]
     ok = speedup >= 1.8
     print(
-        f"throughput {n} spin jobs: 1 worker {seconds[1]:.1f} s ({n / seconds[1]:.1f} jobs/s), "
-        f"2 workers {seconds[2]:.1f} s ({n / seconds[2]:.1f} jobs/s): {speedup:.2f}x"
+        f"          2 workers / 1: {speedup:.2f}x median of {repeats} back-to-back pairs "
+        f"(range {speedups[0]:.2f}-{speedups[-1]:.2f}); target >= 1.8x: "
+        f"{'met' if ok else 'MISSED'}"
     )
-    print(f"          target >= 1.8x: {'met' if ok else 'MISSED'}")
     return ok
 
 
@@ -308,7 +327,11 @@ def main() -> int:
         if args.only in (None, "latency"):
             results.append(bench_latency(settings, logs, 50 if args.quick else 200))
         if args.only in (None, "throughput"):
-            results.append(bench_throughput(settings, logs, 100 if args.quick else 500, 300_000))
+            results.append(
+                bench_throughput(
+                    settings, logs, 100 if args.quick else 500, 300_000, 1 if args.quick else 3
+                )
+            )
         if args.only in (None, "faults"):
             results.append(bench_faults(settings, logs))
         if args.only in (None, "sweep"):
