@@ -8,7 +8,7 @@
    as the ceiling of any worker pool on this machine at this moment, by bare reads: the same
    batches read in 1 and in 2 forked processes that hand nothing back.
    Targets: ``WindowLoader``'s speed-up from 0 to 2 workers at least 0.75 of the bare reads'
-   speed-up from 1 to 2 processes (torch's plain DataLoader keeps about 0.6 of it; a fixed
+   speed-up from 1 to 2 processes (torch's plain DataLoader keeps 0.6-0.7 of it; a fixed
    "1.7x" would ask for more than the bare reads get on 2 cores, where an epoch of 15 batches
    ends with one worker idle and the main process shares the cores); and torch's plain
    DataLoader with 2 workers spending at least 1.15x the CPU time per window of
