@@ -24,17 +24,18 @@ def env(settings):
 def test_build_apply_materialize_get_every_demo_subject(small_demo, env, settings):
     runner = CliRunner()
     files = [str(p) for p in small_demo.files]
+    build_args = [
+        "features",
+        "build",
+        "--input",
+        *files,
+        "--participants",
+        str(small_demo.participants),
+        "--no-progress",
+    ]
     build = runner.invoke(
         cli,
-        [
-            "features",
-            "build",
-            "--input",
-            *files,
-            "--participants",
-            str(small_demo.participants),
-            "--no-progress",
-        ],
+        build_args,
         env=env,
     )
     assert build.exit_code == 0, build.output
@@ -42,15 +43,7 @@ def test_build_apply_materialize_get_every_demo_subject(small_demo, env, setting
     assert "quality gates: 0 subject(s) held back, 0 accepted" in build.output  # demo passes
     again = runner.invoke(
         cli,
-        [
-            "features",
-            "build",
-            "--input",
-            *files,
-            "--participants",
-            str(small_demo.participants),
-            "--no-progress",
-        ],
+        build_args,
         env=env,
     )
     assert "0 computed, 4 skipped" in again.output

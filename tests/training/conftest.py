@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.settings import Settings
+from training.config import TrainConfig
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 
@@ -33,6 +34,21 @@ class FeatureEnv:
     @property
     def c1_files(self) -> tuple[str, ...]:
         return tuple(str(p) for p in sorted(self.demo.challenge1.values()))
+
+    def small_config(self, **overrides) -> TrainConfig:
+        """A one-epoch Challenge 2 run over this data (batches of 8, no workers, no features,
+        seed 0) with ``overrides`` applied."""
+        values = {
+            "challenge": 2,
+            "data": self.c2_files,
+            "epochs": 1,
+            "batch_size": 8,
+            "workers": 0,
+            "features": "none",
+            "seed": 0,
+            **overrides,
+        }
+        return TrainConfig(**values)
 
 
 @pytest.fixture(scope="module")

@@ -56,20 +56,6 @@ def _checkpoint(experiment_id: str = "e1", **kw) -> Checkpoint:
     return Checkpoint(**values)
 
 
-def _config(env, **kw) -> TrainConfig:
-    base = {
-        "challenge": 2,
-        "data": env.c2_files,
-        "epochs": 1,
-        "batch_size": 8,
-        "workers": 0,
-        "features": "none",
-        "seed": 0,
-    }
-    base.update(kw)
-    return TrainConfig(**base)
-
-
 # --- checkpoint files -------------------------------------------------------------------------
 def test_a_checkpoint_round_trips_through_its_file(tmp_path):
     ckpt = _checkpoint()
@@ -148,19 +134,19 @@ def test_a_fresh_plan_validates_and_fixes_the_historical_time(train_settings, fe
         with pytest.raises(ValueError, match="needs a TrainConfig"):
             plan_run(train_settings, tracker)
         with pytest.raises(ValueError, match="only apply when resuming"):
-            plan_run(train_settings, tracker, _config(feature_env), overrides={"epochs": 3})
+            plan_run(train_settings, tracker, feature_env.small_config(), overrides={"epochs": 3})
         with pytest.raises(ValueError, match="--epochs must be >= 1"):
-            plan_run(train_settings, tracker, _config(feature_env, epochs=0))
-        plan = plan_run(train_settings, tracker, _config(feature_env, features="historical"))
+            plan_run(train_settings, tracker, feature_env.small_config(epochs=0))
+        plan = plan_run(train_settings, tracker, feature_env.small_config(features="historical"))
         assert not plan.resumed and plan.checkpoint is None
         assert datetime.fromisoformat(plan.config.as_of).tzinfo is not None
-        fixed = _config(feature_env, features="historical", as_of="2026-01-01T00:00:00+00:00")
+        fixed = feature_env.small_config(features="historical", as_of="2026-01-01T00:00:00+00:00")
         assert plan_run(train_settings, tracker, fixed).config == fixed
         assert tracker.search_runs() == [], "planning records nothing"
 
 
 def test_resume_overrides_are_the_one_list(feature_env):
-    config = _config(feature_env)
+    config = feature_env.small_config()
     changed = config.with_resume_overrides({"epochs": 5, "workers": 1, "log_every": 3})
     assert (changed.epochs, changed.workers, changed.log_every) == (5, 1, 3)
     assert set(RESUME_OVERRIDABLE) <= {f.name for f in dataclasses.fields(TrainConfig)}
@@ -182,11 +168,11 @@ def test_a_resume_that_cannot_start_changes_nothing(train_settings, feature_env,
         foreign.finish("stopped")
         with pytest.raises(CheckpointError, match="not started by eegfs train"):
             plan_run(train_settings, tracker, resume=str(foreign.id))
-        early = _foreign_run(tracker, {"train": _config(feature_env).to_dict()})
+        early = _foreign_run(tracker, {"train": feature_env.small_config().to_dict()})
         early.finish("failed", error="died in epoch 0")
         with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
             plan_run(train_settings, tracker, resume=str(early.id))
-        stolen = _foreign_run(tracker, {"train": _config(feature_env).to_dict()})
+        stolen = _foreign_run(tracker, {"train": feature_env.small_config().to_dict()})
         path = save_checkpoint(_checkpoint("another-experiment"), tmp_path / "epoch_0002.pt")
         stolen.log_checkpoint(path, epoch=2, metrics={"val_loss": 0.25})
         stolen.finish("stopped")
@@ -201,7 +187,7 @@ def test_a_resume_that_cannot_start_changes_nothing(train_settings, feature_env,
 
 
 def test_a_resumed_plan_holds_the_latest_checkpoint(train_settings, feature_env):
-    first = train(train_settings, _config(feature_env, epochs=2), progress=False)
+    first = train(train_settings, feature_env.small_config(epochs=2), progress=False)
     with Tracker(train_settings) as tracker:
         plan = plan_run(
             train_settings, tracker, resume=first.experiment_id, overrides={"epochs": 4}
@@ -222,7 +208,7 @@ def test_skip_if_done_defers_to_the_identical_run_and_a_dirty_tree_trains(
 ):
     from eegfs.cli import cli
 
-    config = _config(feature_env, features="online", name="first")
+    config = feature_env.small_config(features="online", name="first")
     done = train(train_settings, config, progress=False, skip_if_done=True)
     assert isinstance(done, TrainResult)
     args = ["train", "--challenge", "2", "--data", *feature_env.c2_files, "--epochs", "1"]
@@ -257,7 +243,7 @@ def test_of_two_skip_if_done_starts_released_together_exactly_one_trains(
 
     monkeypatch.setattr(RunClaim, "acquire", acquire_together)
     for round_no in range(5):
-        config = _config(feature_env, seed=round_no)
+        config = feature_env.small_config(seed=round_no)
         outcomes, errors = [None, None], []
 
         def start(i: int, config=config, outcomes=outcomes, errors=errors) -> None:
@@ -290,7 +276,7 @@ def test_a_claim_whose_holder_failed_is_taken_over(train_settings, feature_env, 
     import training.runner as runner_module
     from training.errors import TrainingError
 
-    config = _config(feature_env, seed=7)
+    config = feature_env.small_config(seed=7)
 
     def broken(*args, **kwargs):
         raise TrainingError("the model could not be built")

@@ -19,18 +19,7 @@ from training.runner import train
 
 
 def _config(env, **kw) -> TrainConfig:
-    base = {
-        "challenge": 2,
-        "data": env.c2_files,
-        "epochs": 1,
-        "batch_size": 8,
-        "workers": 0,
-        "features": "none",
-        "log_every": 2,
-        "seed": 0,
-    }
-    base.update(kw)
-    return TrainConfig(**base)
+    return env.small_config(**{"log_every": 2, **kw})
 
 
 def _history(settings, experiment_id):
