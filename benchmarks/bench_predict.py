@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -353,6 +354,9 @@ def _print_predict(f: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The baseline's materialize goes through Feast's file store, whose dask code warns of a
+    # pandas change on every call (eegfs sends library warnings to its log; this prints figures).
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"dask\.")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="pushes of each kind")
     parser.add_argument("--predict-reps", type=int, default=1, help="predictions of each kind")
