@@ -413,10 +413,10 @@ def _print_steps(results: dict[str, list]) -> None:
     for name, runs in results.items():
         rates = [r[0] for r in runs]
         rate = _overall_rate(runs)
-        text = (
-            f"   {name:18s} {rate:6.2f} steps/s, {rate / base:.2f}x preloaded (epochs "
-            f"{min(rates):.2f}-{max(rates):.2f}"
-        )
+        text = f"   {name:18s} {rate:6.2f} steps/s"
+        if name != "preloaded":
+            text += f", {rate / base:.2f}x preloaded"
+        text += f" (epochs {min(rates):.2f}-{max(rates):.2f}"
         if name != "preloaded":
             pairs = _pair_ratio(results, name, "preloaded", key=lambda r: r[0])
             lookup = statistics.median(r[1]["lookup_ms"] for r in runs)
@@ -445,7 +445,9 @@ def main() -> int:
         default=None,
         help="existing demo data (default: write the default demo to a temp dir)",
     )
-    parser.add_argument("--repeats", type=int, default=5, help="repetitions of each measurement")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="repetitions of each loader measurement"
+    )
     parser.add_argument(
         "--step-rounds",
         type=int,
