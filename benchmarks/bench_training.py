@@ -294,6 +294,7 @@ class StepsRun:
             "cnn", n_chans=train_ds.n_channels, n_times=train_ds.n_times, n_features=n_features
         )
         self.optimizer = self.challenge.make_optimizer(self.model.parameters())
+        self.loss_fn = self.challenge.make_loss()
         self.train_loader = _loader(train_ds, workers=2, collate=collate, seed=seed)
         # Validation is not timed: one batch in the main process keeps the rounds short.
         self.val_loader = _loader(val_ds, workers=0, collate=collate, seed=seed)
@@ -307,7 +308,7 @@ class StepsRun:
             self.train_loader,
             self.val_loader,
             optimizer=self.optimizer,
-            loss_fn=self.challenge.make_loss(),
+            loss_fn=self.loss_fn,
             device=torch.device("cpu"),
             epochs=self.state.next_epoch + 1,
             state=self.state,
@@ -406,30 +407,35 @@ def _overall_rate(runs: list) -> float:
     return sum(r[0] * r[1]["train_s"] for r in runs) / sum(r[1]["train_s"] for r in runs)
 
 
+def _epoch_range(runs: list) -> str:
+    rates = [r[0] for r in runs]
+    return f"epochs {min(rates):.2f}-{max(rates):.2f}"
+
+
+def _online_line(name: str, results: dict[str, list], base: float) -> str:
+    """One online source: steps/s over all its epochs against preloaded, lookups, hit rate."""
+    runs = results[name]
+    rate = _overall_rate(runs)
+    pairs = _pair_ratio(results, name, "preloaded", key=lambda r: r[0])
+    lookup = statistics.median(r[1]["lookup_ms"] for r in runs)
+    hits = [r[1]["hit_rate"] for r in runs if r[1]["hit_rate"] is not None]
+    hit_text = f"{min(hits):.0%}-{max(hits):.0%}" if hits else "-"
+    return (
+        f"   {name:18s} {rate:6.2f} steps/s, {rate / base:.2f}x preloaded ({_epoch_range(runs)}; "
+        f"adjacent epoch pairs median {statistics.median(pairs):.2f}x, range "
+        f"{pairs[0]:.2f}-{pairs[-1]:.2f}), lookup {lookup:.1f} ms/batch in the workers, "
+        f"hit rate {hit_text}"
+    )
+
+
 def _print_steps(results: dict[str, list]) -> None:
     """Each source's steps/s over all its epochs (interleaved with the others', so load drifts
     hit all alike) against preloaded; the checked ratio is that of cached online lookups."""
     base = _overall_rate(results["preloaded"])
-    for name, runs in results.items():
-        rates = [r[0] for r in runs]
-        rate = _overall_rate(runs)
-        text = f"   {name:18s} {rate:6.2f} steps/s"
+    print(f"   {'preloaded':18s} {base:6.2f} steps/s ({_epoch_range(results['preloaded'])})")
+    for name in results:
         if name != "preloaded":
-            text += f", {rate / base:.2f}x preloaded"
-        text += f" (epochs {min(rates):.2f}-{max(rates):.2f}"
-        if name != "preloaded":
-            pairs = _pair_ratio(results, name, "preloaded", key=lambda r: r[0])
-            lookup = statistics.median(r[1]["lookup_ms"] for r in runs)
-            hits = [r[1]["hit_rate"] for r in runs if r[1]["hit_rate"] is not None]
-            hit_text = f"{min(hits):.0%}-{max(hits):.0%}" if hits else "-"
-            text += (
-                f"; adjacent epoch pairs median {statistics.median(pairs):.2f}x, range "
-                f"{pairs[0]:.2f}-{pairs[-1]:.2f}), lookup {lookup:.1f} ms/batch in the workers, "
-                f"hit rate {hit_text}"
-            )
-        else:
-            text += ")"
-        print(text)
+            print(_online_line(name, results, base))
     on = _overall_rate(results["online, cache on"]) / base
     print(
         f"   online with cache / preloaded: {on:.2f}x over {len(results['preloaded'])} "
